@@ -1,0 +1,41 @@
+# Quick start: `make bench` (install + run the fusion ablation on the CPU), `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+SUITE ?= suites/fusion_ablation.yaml
+PYTEST_ARGS ?=
+
+# Use the active virtual environment if there is one, else create and use .venv.
+ifdef VIRTUAL_ENV
+PY := $(VIRTUAL_ENV)/bin/python
+else
+PY := .venv/bin/python
+endif
+
+.PHONY: install install-test bench test kernels-bench clean
+
+$(PY):
+	$(PYTHON) -m venv .venv
+
+# torch is pinned and installed first: an unpinned torch on a machine without one would pull
+# the CUDA build; with the pinned CPU wheel installed, the project's range is already satisfied.
+install: $(PY)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e .
+
+install-test: install
+	$(PY) -m pip install -q -e '.[test]'
+
+bench: install
+	$(PY) run_bench.py $(SUITE)
+
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# pytest-benchmark kernel timings (not part of `make test`)
+kernels-bench: install-test
+	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-only \
+		--benchmark-json=reports/scan_kernels/pytest-benchmark.json
+
+clean:
+	rm -rf .venv build *.egg-info

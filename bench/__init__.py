@@ -1,0 +1,1 @@
+"""The ssmbench harness: suites, data, training, metrics, profiling, store, reports, search."""

@@ -1,0 +1,57 @@
+"""Causal depthwise conv1d (Mamba's short conv) as one autograd node.
+
+Semantics of causal-conv1d's ``causal_conv1d_fn(x, weight, bias, activation)``: x (B, D, L),
+weight (D, W), bias (D,); out[t] = sum_k weight[:, k] * x[t - (W-1) + k], zero history; then
+SiLU when activation is "silu"/"swish". Its ``causal_conv1d_ref`` computes the same as
+``F.conv1d(x, w[:, None], bias, padding=W-1, groups=D)[..., :L]``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_EMPTY = torch.empty(0)
+
+
+def causal_conv1d_reference(x, weight, bias=None, activation=None):
+    width = weight.shape[-1]
+    out = F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=x.shape[1])
+    out = out[..., : x.shape[-1]]
+    return F.silu(out) if activation in ("silu", "swish") else out
+
+
+class CausalConv1dFn(torch.autograd.Function):
+    """One traced node ``prim::PythonOp.CausalConv1dFn``; inputs [x, weight, bias|empty]."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation):
+        b = None if bias.numel() == 0 else bias
+        ctx.activation = activation
+        ctx.has_bias = b is not None
+        ctx.save_for_backward(x, weight, bias)
+        return causal_conv1d_reference(x, weight, b, activation)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        with torch.enable_grad():
+            xs = x.detach().requires_grad_(True)
+            ws = weight.detach().requires_grad_(True)
+            bs = bias.detach().requires_grad_(True) if ctx.has_bias else None
+            out = causal_conv1d_reference(xs, ws, bs, ctx.activation)
+            wrt = [xs, ws] + ([bs] if bs is not None else [])
+            grads = torch.autograd.grad(out, wrt, dout)
+        dbias = grads[2] if ctx.has_bias else None
+        return grads[0], grads[1], dbias, None
+
+
+def causal_conv1d(x, weight, bias=None, activation=None):
+    """Causal depthwise conv over the last axis of x (B, D, L) with weight (D, W)."""
+    if activation not in (None, "silu", "swish"):
+        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"causal_conv1d expects x (B, D, L) and weight (D, W); got {tuple(x.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    return CausalConv1dFn.apply(x, weight, x.new_empty(0) if bias is None else bias, activation)
