@@ -14,6 +14,7 @@ from kernels.selective_scan import (
     list_backends,
     available_backends,
     resolve_backend,
+    scan_backend,
     ScanBackend,
     SelectiveScanFn,
 )
@@ -23,7 +24,7 @@ from kernels import flops
 
 __all__ = [
     "selective_scan", "register_backend", "get_backend", "list_backends", "available_backends",
-    "resolve_backend", "ScanBackend", "SelectiveScanFn",
+    "resolve_backend", "scan_backend", "ScanBackend", "SelectiveScanFn",
     "cross_scan", "cross_merge", "CrossScanFn", "CrossMergeFn", "SCAN_MODES",
     "causal_conv1d", "CausalConv1dFn", "flops",
 ]

@@ -20,8 +20,11 @@ to the node as empty tensors so that a tracer's input positions are fixed:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Callable
+import os
+import threading
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -93,15 +96,36 @@ def list_backends() -> list[str]:
 
 def available_backends(device_type: str = "cpu") -> list[str]:
     """Names of the backends usable on ``device_type``, best first."""
-    usable = [b for b in _BACKENDS.values() if device_type in b.devices and b.available()[0]]
+    usable = [b for b in _BACKENDS.values()
+              if device_type in b.devices and b.priority > -100 and b.available()[0]]
     return [b.name for b in sorted(usable, key=lambda b: -b.priority)]
+
+
+_OVERRIDE = threading.local()
+
+
+@contextlib.contextmanager
+def scan_backend(name: str) -> Iterator[None]:
+    """Run every ``backend="auto"`` scan inside the block with ``name`` (e.g. ``"shape"`` while
+    counting FLOPs, ``"ref"`` for an oracle run). ``SSMBENCH_SCAN_BACKEND`` does the same for a
+    whole process."""
+    get_backend(name)
+    previous = getattr(_OVERRIDE, "name", None)
+    _OVERRIDE.name = name
+    try:
+        yield
+    finally:
+        _OVERRIDE.name = previous
 
 
 def resolve_backend(name: str, device_type: str) -> ScanBackend:
     """Turn a requested backend name into a usable backend for ``device_type``.
 
-    ``auto`` picks the best available one. A named backend that cannot run here falls back to
-    the best available one with a single logged line (never an exception)."""
+    ``auto`` picks the override set by ``scan_backend(...)`` or ``SSMBENCH_SCAN_BACKEND`` if
+    any, else the best available one. A named backend that cannot run here falls back to the
+    best available one with a single logged line (never an exception)."""
+    if name == "auto":
+        name = getattr(_OVERRIDE, "name", None) or os.environ.get("SSMBENCH_SCAN_BACKEND") or "auto"
     if name != "auto":
         backend = get_backend(name)
         ok, why = backend.available()
@@ -260,7 +284,21 @@ class ReferenceBackend(ScanBackend):
         return scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
+class ShapeBackend(ScanBackend):
+    """Zeros of the right shape, for tracing FLOPs of large models quickly; never picked by
+    ``auto``, only by name or ``scan_backend("shape")``."""
+
+    name = "shape"
+    devices = ("cpu", "cuda", "meta")
+    priority = -100
+
+    def forward(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=compute_dtype(u))
+        return torch.zeros_like(u), state
+
+
 register_backend(ReferenceBackend())
+register_backend(ShapeBackend())
 
 # The other backends register themselves on import (one module each).
 from kernels import backends as _backends  # noqa: E402,F401

@@ -77,25 +77,28 @@ class FusionSegmenter(SegModel):
             return self.encoder_a(match_channels(x, self.in_chans or x.shape[1], self.key_b))
         return self.encoder_b(x)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def extract(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The per-stage features the head decodes (fused for stage fusions). Subclasses with
+        auxiliary heads (UperNet's FCN, deep supervision) read them from here."""
         kind = self.fusion.kind
         if kind == "single":
-            x = inputs[self.modalities[0]]
-            logits = self.head(self.encoder_a(x))
-        elif kind == "input":
-            x = self.fusion.fuse_inputs(inputs[self.key_a], inputs[self.key_b])
-            logits = self.head(self.encoder_a(x))
-        elif kind == "logits":
-            x = inputs[self.key_a]
-            la = F.interpolate(self.head(self.encoder_a(x)), size=x.shape[-2:], mode="bilinear",
-                               align_corners=False)
-            lb = F.interpolate(self.head_b(self._encode_b(inputs[self.key_b])),
-                               size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return self.encoder_a(inputs[self.modalities[0]])
+        if kind == "input":
+            return self.encoder_a(self.fusion.fuse_inputs(inputs[self.key_a], inputs[self.key_b]))
+        if kind == "logits":
+            raise TypeError("late (logits) fusion has two feature sets; use forward()")
+        feats_a = self.encoder_a(inputs[self.key_a])
+        feats_b = self._encode_b(inputs[self.key_b])
+        return [self.fusion(i, fa, fb) for i, (fa, fb) in enumerate(zip(feats_a, feats_b))]
+
+    def decode(self, features: list[torch.Tensor], size) -> torch.Tensor:
+        return F.interpolate(self.head(features), size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        size = inputs[self.modalities[0]].shape[-2:]
+        if self.fusion.kind == "logits":
+            la = self.decode(self.encoder_a(inputs[self.key_a]), size)
+            lb = F.interpolate(self.head_b(self._encode_b(inputs[self.key_b])), size=size,
+                               mode="bilinear", align_corners=False)
             return self.fusion.fuse_logits(la, lb)
-        else:
-            x = inputs[self.key_a]
-            feats_a = self.encoder_a(x)
-            feats_b = self._encode_b(inputs[self.key_b])
-            fused = [self.fusion(i, fa, fb) for i, (fa, fb) in enumerate(zip(feats_a, feats_b))]
-            logits = self.head(fused)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.decode(self.extract(inputs), size)
