@@ -1,0 +1,264 @@
+"""Reports generated from the store, never edited by hand: ``reports/<suite>/README.md`` plus
+PNG plots. Tables are pandas frames rendered to markdown: mean ± std over seeds, Δ against the
+suite's baseline cells, robustness sets, per-class IoU, FLOPs / params / latency with their
+conventions, and published figures beside measured ones.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.report_plots import (plot_corruptions, plot_curves, plot_pareto, plot_per_class)
+from bench.store import CellStore
+from bench.suite import Suite
+
+GROUP = ["model", "size", "fusion", "dataset"]
+
+CONVENTIONS = (
+    "**Conventions.** FLOPs are counted by fvcore, which counts one multiply-add as one FLOP, so "
+    "they are given as GMACs. *published*: the seed repositories' counting (the selective scan "
+    "and element-wise ops are not counted); *full*: the scan counted as 9·B·L·D·N + B·D·L "
+    "(+ B·D·L with a z gate), cross-scan / cross-merge as data movement (0). Latency: batch 1, "
+    "median of the stated number of timed calls after warm-up, with the interquartile range; "
+    "threads and precision as listed. Metrics are percentages from one confusion matrix over the "
+    "whole split (mmseg's definitions); mean ± sample std over seeds.")
+
+
+def _dataset_tag(ds: dict) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in sorted(ds.items()) if k not in ("name", "root"))
+    return ds["name"] + (f"[{opts}]" if opts else "")
+
+
+def results_frame(store: CellStore) -> pd.DataFrame:
+    """One row per cell (its completed trial, or its latest attempt)."""
+    rows = []
+    for t in store.latest_results():
+        cfg = t.user_attrs["config"]
+        row = {"cell": cfg["id"], "label": cfg["label"], "state": t.state.name,
+               "model": cfg["model"], "size": cfg["size"], "fusion": cfg["fusion"],
+               "dataset": _dataset_tag(cfg["dataset"]), "seed": cfg["seed"],
+               "error": t.user_attrs.get("error"), "attempts": None}
+        metrics = t.user_attrs.get("metrics") or {}
+        for corruption, values in metrics.items():
+            for key in ("mIoU", "mF1", "aAcc", "mAcc", "kappa", "oIoU", "P@0.5", "P@0.9"):
+                if values and values.get(key) is not None:
+                    row[f"{corruption}/{key}"] = values[key]
+            for cls, iou in (values.get("IoU") or {}).items():
+                row[f"{corruption}/IoU/{cls}"] = iou
+            row[f"{corruption}/protocol"] = values.get("protocol")
+        profile = t.user_attrs.get("profile") or {}
+        for key in ("params_m", "gmacs_published", "gmacs_full", "latency_ms_median",
+                    "latency_ms_iqr", "latency_ms_p90", "latency_samples", "peak_mem_mb_infer"):
+            if key in profile:
+                row[key] = profile[key]
+        env = t.user_attrs.get("env") or {}
+        row["threads"] = (profile.get("env") or {}).get("threads", env.get("threads"))
+        row["train_s"] = (t.user_attrs.get("timing") or {}).get("train_s")
+        row["history"] = t.user_attrs.get("history")
+        row["env"] = env
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: pd.Series, digits: int = 1) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def _fmt(value, digits: int = 2) -> str:
+    """``digits`` significant digits, without switching to exponent notation."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if not isinstance(value, (float, np.floating, int)):
+        return str(value)
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(value)))))
+    return f"{value:.{decimals}f}"
+
+
+def _baseline_key(group: tuple, baseline: dict | None) -> tuple | None:
+    if not baseline:
+        return None
+    key = dict(zip(GROUP, group))
+    key.update({k: v for k, v in baseline.items() if k in GROUP})
+    return tuple(key[k] for k in GROUP)
+
+
+def _class_group_columns(done: pd.DataFrame, class_groups: dict[str, list[int]],
+                         corruption: str = "clean") -> dict[str, pd.Series]:
+    """Mean IoU over each named group of classes, per cell."""
+    out = {}
+    iou_cols = [c for c in done.columns if c.startswith(f"{corruption}/IoU/")]
+    for name, indices in class_groups.items():
+        cols = [iou_cols[i] for i in indices if i < len(iou_cols)]
+        if cols:
+            out[name] = done[cols].mean(axis=1, skipna=True)
+    return out
+
+
+def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
+    metrics = [m for m in spec.report.metrics if f"clean/{m}" in done.columns]
+    done = done.copy()
+    groups_extra = _class_group_columns(done, spec.report.class_groups)
+    for name, series in groups_extra.items():
+        done[f"group/{name}"] = series
+    rows = []
+    grouped = done.groupby(GROUP, sort=False)
+    means = grouped[[f"clean/{m}" for m in metrics[:1]]].mean() if metrics else None
+    for key, group in grouped:
+        row = dict(zip(GROUP, key))
+        row["seeds"] = len(group)
+        for m in metrics:
+            row[m] = _mean_std(group[f"clean/{m}"])
+        for name in groups_extra:
+            row[f"{name} IoU"] = _mean_std(group[f"group/{name}"])
+        base = _baseline_key(key, spec.report.baseline)
+        if metrics and base is not None and base in means.index:
+            delta = group[f"clean/{metrics[0]}"].mean() - means.loc[base].iloc[0]
+            row[f"Δ {metrics[0]}"] = "(baseline)" if base == key else f"{delta:+.1f}"
+        for col, label, digits in (("params_m", "Params (M)", 4),
+                                   ("gmacs_published", "GMACs published", 4),
+                                   ("gmacs_full", "GMACs full", 4),
+                                   ("latency_ms_median", "Latency ms", 2)):
+            if col in group:
+                row[label] = _fmt(group[col].median(), digits)
+        if "latency_ms_iqr" in group:
+            row["IQR ms"] = _fmt(group["latency_ms_iqr"].median(), 2)
+        if "threads" in group:
+            row["threads"] = group["threads"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def corruption_table(done: pd.DataFrame, corruptions: list[str]) -> pd.DataFrame | None:
+    present = [c for c in corruptions if f"{c}/mIoU" in done.columns]
+    if len(present) < 2:
+        return None
+    rows = []
+    for key, group in done.groupby(GROUP, sort=False):
+        row = dict(zip(GROUP, key))
+        for c in present:
+            row[c] = _mean_std(group[f"{c}/mIoU"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_table(done: pd.DataFrame) -> pd.DataFrame | None:
+    cols = [c for c in done.columns if c.startswith("clean/IoU/")]
+    if not cols:
+        return None
+    table = done.groupby(GROUP, sort=False)[cols].mean().round(1)
+    table.columns = [c.split("/", 2)[2] for c in cols]
+    return table.reset_index()
+
+
+def published_table(done: pd.DataFrame, published: dict) -> pd.DataFrame | None:
+    rows = []
+    for key, figures in published.items():
+        model, _, size = key.rpartition("_")
+        match = done[(done["model"] == model) & (done["size"] == size)]
+        if match.empty:
+            continue
+        row = {"model": key}
+        for col, value in figures.items():
+            measured = match[col].median() if col in match else float("nan")
+            row[f"{col} published"] = value
+            row[f"{col} measured"] = _fmt(measured, 2)
+            row[f"{col} Δ%"] = _fmt((measured - value) / value * 100, 2) if value else "–"
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else None
+
+
+def environment_lines(frame: pd.DataFrame) -> list[str]:
+    envs = [e for e in frame.get("env", []) if isinstance(e, dict) and e]
+    if not envs:
+        return []
+    keys = ["cpu", "cpu_count", "device", "gpu", "torch", "cuda", "python", "scan_backend",
+            "threads", "precision", "git_commit", "host"]
+    lines = []
+    for key in keys:
+        values = sorted({str(e.get(key)) for e in envs if e.get(key) is not None})
+        if values:
+            lines.append(f"- {key}: {', '.join(values)}")
+    return lines
+
+
+def _md(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False)
+
+
+def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = results_frame(store)
+    spec = suite.spec
+    title = spec.report.title or f"{suite.name}"
+    lines = [f"# {title}", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from the store of "
+              f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand.", ""]
+    if frame.empty:
+        lines += ["No cells have run yet."]
+        (out_dir / "README.md").write_text("\n".join(lines) + "\n")
+        return out_dir / "README.md"
+    done = frame[frame["state"] == "COMPLETE"]
+    failed = frame[frame["state"] == "FAIL"]
+    total = len(suite.cells())
+    lines += [f"Cells: {len(done)} complete, {len(failed)} failed, "
+              f"{total - len(done) - len(failed)} pending, of {total}.", ""]
+    env = environment_lines(frame)
+    if env:
+        lines += ["## Environment", "", *env, ""]
+    if not done.empty:
+        protocol = next((p for p in done.get("clean/protocol", []) if isinstance(p, str)), None)
+        lines += ["## Results", "",
+                  f"Clean test split" + (f", protocol: {protocol}" if protocol else "") +
+                  (f"; Δ against {spec.report.baseline}" if spec.report.baseline else "") + ".",
+                  "", _md(main_table(done, spec)), "", CONVENTIONS, ""]
+        table = corruption_table(done, spec.eval.corruptions)
+        if table is not None:
+            lines += ["## Robustness sets", "", "mIoU on each test set (mean ± std over seeds).",
+                      "", _md(table), ""]
+        table = per_class_table(done)
+        if table is not None:
+            lines += ["## Per-class IoU", "", "Clean test split, mean over seeds.", "",
+                      _md(table), ""]
+        table = published_table(done, spec.report.published)
+        if table is not None:
+            lines += ["## Published vs measured", "", _md(table), ""]
+        plots = []
+        if "pareto" in spec.report.plots and "gmacs_full" in done and "clean/mIoU" in done:
+            plots.append(("mIoU vs GMACs", plot_pareto(done, GROUP, out_dir / "pareto.png")))
+        if "per_class" in spec.report.plots and per_class_table(done) is not None:
+            plots.append(("Per-class IoU",
+                          plot_per_class(per_class_table(done), GROUP, out_dir / "per_class.png")))
+        if "curves" in spec.report.plots:
+            plots.append(("Training curves", plot_curves(done, GROUP, out_dir / "curves.png")))
+        if "corruptions" in spec.report.plots and corruption_table(done, spec.eval.corruptions) \
+                is not None:
+            plots.append(("Robustness sets",
+                          plot_corruptions(done, GROUP, spec.eval.corruptions,
+                                           out_dir / "corruptions.png")))
+        plots = [(name, path) for name, path in plots if path is not None]
+        if plots:
+            lines += ["## Plots", ""]
+            lines += [f"### {name}\n\n![{name}]({path.name})\n" for name, path in plots]
+    if not failed.empty:
+        lines += ["## Failed cells", ""]
+        lines += [f"- `{r.label}`: {r.error}" for r in failed.itertuples()]
+        lines.append("")
+    path = out_dir / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    frame.drop(columns=["history", "env"], errors="ignore").to_csv(out_dir / "cells.csv",
+                                                                   index=False)
+    return path

@@ -1,0 +1,139 @@
+"""Run a suite: queue its cells in the store, drain them, record every outcome.
+
+Any number of workers (processes here, or on other machines sharing the storage) run the same
+loop: claim a cell, run it, record COMPLETE or FAIL with the error. A cell that raises is
+recorded as failed and the loop goes on; a killed worker's cell is re-queued by the next sync
+and resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bench.store import CellStore, SyncSummary
+from bench.suite import Suite, load_suite
+
+log = logging.getLogger("ssmbench")
+
+
+@dataclass
+class RunOutcome:
+    suite: str
+    sync: SyncSummary
+    completed: int
+    failed: list[tuple[str, str]]
+    report: Path | None = None
+
+
+def main_metric(result: dict) -> float | None:
+    metrics = result.get("metrics") or {}
+    clean = metrics.get("clean") or next(iter(metrics.values()), None) or {}
+    return clean.get("mIoU")
+
+
+def short_error(exc: BaseException) -> str:
+    tail = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in tail)
+    return f"{type(exc).__name__}: {exc}" + (f" [{where}]" if where else "")
+
+
+def run_one(store: CellStore, claim, progress: bool, on_validation=None) -> tuple[bool, str]:
+    """Run a claimed cell to COMPLETE/FAIL/PRUNED. Returns (succeeded, error message)."""
+    from bench.train import Pruned, run_cell
+
+    config = claim.config
+    workdir = store.cell_dir(config["id"])
+    try:
+        result = run_cell(config, workdir, on_validation=on_validation, progress=progress)
+    except Pruned as exc:
+        store.prune(claim, {"error": str(exc)})
+        return False, str(exc)
+    except KeyboardInterrupt:
+        store.fail(claim, "interrupted (Ctrl-C)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - any cell failure is recorded, the suite goes on
+        message = short_error(exc)
+        store.fail(claim, message)
+        return False, message
+    if "error" in result:
+        message = result.pop("error")
+        store.fail(claim, message, result)
+        return False, message
+    store.complete(claim, result, main_metric(result))
+    return True, ""
+
+
+def drain(store: CellStore, progress: bool = True, bar: tqdm | None = None) -> tuple[int, list]:
+    completed, failed = 0, []
+    while (claim := store.claim()) is not None:
+        label = claim.config["label"]
+        if bar is not None:
+            bar.set_postfix_str(label)
+        ok, message = run_one(store, claim, progress)
+        if ok:
+            completed += 1
+        else:
+            failed.append((label, message))
+            if bar is not None:
+                bar.write(f"FAILED {label}: {message}")
+            else:
+                log.warning("cell %s failed: %s", label, message)
+        if bar is not None:
+            bar.update(1)
+    return completed, failed
+
+
+def _worker(suite_path: str, set_values: list[str], storage: str | None, runs_dir: str,
+            study_name: str) -> None:
+    """Entry point of an extra worker process (spawned): the same loop, no progress bars."""
+    logging.basicConfig(level=logging.WARNING)
+    suite = load_suite(suite_path, set_values, check_names=False)
+    store = CellStore(study_name, storage, runs_dir)
+    drain(store, progress=False)
+
+
+def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
+              runs_dir: str | Path = "runs", workers: int = 1, progress: bool = True,
+              set_values: list[str] | None = None, study_name: str | None = None,
+              write_report: bool = True, reports_dir: str | Path = "reports") -> RunOutcome:
+    name = study_name or suite.name
+    store = CellStore(name, storage, runs_dir)
+    cells = suite.cells()
+    summary = store.sync(cells, fresh=fresh)
+    bar = tqdm(total=summary.total, initial=summary.done, desc=f"{name}: cells",
+               disable=not progress, dynamic_ncols=True)
+    if summary.done:
+        bar.write(f"{summary.done} of {summary.total} cells already finished; "
+                  f"{summary.queued} to run" + (f" ({summary.retried} retried)"
+                                                if summary.retried else ""))
+    if workers <= 1:
+        completed, failed = drain(store, progress, bar if progress else None)
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(str(suite.path), set_values or [], storage,
+                                                   str(runs_dir), name), daemon=False)
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        seen = summary.done
+        while any(p.is_alive() for p in procs):
+            time.sleep(1.0)
+            finished = sum(1 for t in store.latest_results() if t.state.is_finished())
+            bar.update(max(0, finished - seen))
+            seen = max(seen, finished)
+        completed = sum(1 for t in store.latest_results() if t.state.name == "COMPLETE")
+        failed = [(t.user_attrs["label"], t.user_attrs.get("error", "")) for t in
+                  store.latest_results() if t.state.name == "FAIL"]
+    bar.close()
+    report = None
+    if write_report:
+        from bench.report import write_report as _write
+
+        report = _write(suite, store, Path(reports_dir) / name)
+    return RunOutcome(name, summary, completed, failed, report)

@@ -1,0 +1,376 @@
+"""Suites: the schema (pydantic), validation against the registries, grid expansion, exclude
+rules, per-cell overrides and stable cell ids. The format is documented in docs/suites.md.
+
+``load_suite(path, set_values)`` returns a ``Suite`` whose ``cells()`` are fully resolved
+configurations; a cell's id is a hash of its resolved configuration, so the same experiment
+always has the same id and any change to it gives a new one.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bench.profile import ProfileSpec
+from bench.suite_yaml import (KeyPath, Origin, SuiteError, apply_set, format_key_path,
+                              load_with_bases, parse_set)
+
+GRID_KEYS = ("model", "size", "fusion", "dataset", "seed")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetRef(BaseModel):
+    """A dataset by registered name, with its options (``root`` for real data)."""
+    model_config = ConfigDict(extra="allow")
+    name: str
+    root: str | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Grid(Strict):
+    models: list[str] = Field(min_length=1)
+    sizes: list[str] = Field(min_length=1)
+    fusions: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    datasets: list[DatasetRef] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _names_to_refs(cls, value):
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class TrainSpec(Strict):
+    iterations: int | None = Field(default=None, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = Field(default=0.9, gt=0)
+    min_lr: float = Field(default=0.0, ge=0)
+    warmup_iters: int = Field(default=0, ge=0)
+    warmup_ratio: float = Field(default=1e-6, ge=0, le=1)
+    param_groups: Literal["all", "upstream"] = "all"
+    grad_clip: float | None = Field(default=None, gt=0)
+    augment: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    threads: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+    num_workers: int = Field(default=0, ge=0)
+    checkpoint_every: int = Field(default=100, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    #: validate every this many iterations (0 = never): training curves and search pruning
+    val_every: int = Field(default=0, ge=0)
+    val_split: str = "val"
+    val_max_samples: int | None = Field(default=None, ge=1)
+
+
+class ProtocolSpec(Strict):
+    mode: Literal["whole", "slide"] = "whole"
+    crop: list[int] | None = None
+    stride_rate: float | None = Field(default=None, gt=0, le=1)
+    stride: list[int] | None = None
+    scales: list[float] = Field(default_factory=lambda: [1.0])
+    flip: bool = False
+
+
+class EvalSpec(Strict):
+    split: str = "test"
+    batch_size: int = Field(default=16, ge=1)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    corruptions: list[str] = Field(default_factory=lambda: ["clean"], min_length=1)
+    max_samples: int | None = Field(default=None, ge=1)
+
+
+class ReportSpec(Strict):
+    title: str | None = None
+    #: the cells Δ is computed against: grid keys that identify them, e.g. {fusion: rgb_only}
+    baseline: dict[str, Any] | None = None
+    metrics: list[str] = Field(default_factory=lambda: ["mIoU", "mF1", "aAcc"])
+    #: named groups of classes reported as one IoU column, e.g. {"XOR pair": [7, 8]}
+    class_groups: dict[str, list[int]] = Field(default_factory=dict)
+    plots: list[Literal["pareto", "per_class", "curves", "latency", "corruptions"]] = Field(
+        default_factory=lambda: ["pareto", "per_class", "curves", "corruptions"])
+    #: published figures shown beside measured ones: {model_size: {params_m: .., gmacs: ..}}
+    published: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class Override(Strict):
+    match: dict[str, Any]
+    set: dict[str, Any]
+
+
+class SuiteSpec(Strict):
+    name: str | None = None
+    description: str = ""
+    kind: Literal["train", "kernels"] = "train"
+    #: modules (dotted names, or .py files relative to the suite) imported before validation,
+    #: so a suite can use models, fusions or datasets registered outside the package
+    plugins: list[str] = Field(default_factory=list)
+    grid: Grid | None = None
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    overrides: list[Override] = Field(default_factory=list)
+    stages: list[Literal["train", "eval", "profile"]] = Field(
+        default_factory=lambda: ["train", "eval", "profile"], min_length=1)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    profile: ProfileSpec = Field(default_factory=ProfileSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+    search: dict[str, Any] | None = None
+    kernels: dict[str, Any] | None = None
+
+
+def cell_id(config: dict) -> str:
+    """Stable id: a hash of the resolved configuration, minus where the data lives."""
+    identity = copy.deepcopy(config)
+    identity.get("dataset", {}).pop("root", None)
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def cell_label(config: dict) -> str:
+    """Human-readable key of a cell within its suite: model/size/fusion/dataset/seed."""
+    ds = config["dataset"]
+    opts = ",".join(f"{k}={v}" for k, v in sorted(ds.items()) if k not in ("name", "root"))
+    dataset = ds["name"] + (f"[{opts}]" if opts else "")
+    return f"{config['model']}/{config['size']}/{config['fusion']}/{dataset}/seed{config['seed']}"
+
+
+def _matches(rule: dict[str, Any], config: dict) -> bool:
+    for key, wanted in rule.items():
+        value = config["dataset"]["name"] if key == "dataset" else config[key]
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if value not in options:
+            return False
+    return True
+
+
+class Suite:
+    """A validated suite: its spec, source file, origins of every key, and expanded cells."""
+
+    def __init__(self, spec: SuiteSpec, path: Path, origins: dict[KeyPath, Origin]):
+        self.spec = spec
+        self.path = path
+        self.origins = origins
+        self.name = spec.name or path.stem
+
+    def error(self, message: str, key_path: KeyPath) -> SuiteError:
+        origin = _nearest_origin(self.origins, key_path)
+        return SuiteError(message, origin.file if origin else str(self.path), key_path,
+                          origin.line if origin else None)
+
+    def cells(self) -> list[dict]:
+        """Every cell of the grid, minus excluded ones, with overrides applied."""
+        spec, grid = self.spec, self.spec.grid
+        from models import get_family  # bench -> models
+
+        out = []
+        for model in grid.models:
+            for size in grid.sizes:
+                for fusion in grid.fusions:
+                    resolved_fusion = get_family(model).default_fusion if fusion == "default" \
+                        else fusion
+                    for dataset in grid.datasets:
+                        for seed in grid.seeds:
+                            config = {
+                                "model": model, "size": size, "fusion": resolved_fusion,
+                                "dataset": {"name": dataset.name,
+                                            **({"root": dataset.root} if dataset.root else {}),
+                                            **dataset.options},
+                                "seed": seed,
+                                "stages": list(spec.stages),
+                                "train": spec.train.model_dump(),
+                                "eval": spec.eval.model_dump(),
+                                "profile": spec.profile.model_dump(),
+                            }
+                            if any(_matches(rule, config) for rule in spec.exclude):
+                                continue
+                            out.append(self._apply_overrides(config))
+        for config in out:
+            config["id"] = cell_id({k: v for k, v in config.items() if k != "id"})
+            config["label"] = cell_label(config)
+        return out
+
+    def _apply_overrides(self, config: dict) -> dict:
+        for index, override in enumerate(self.spec.overrides):
+            if not _matches(override.match, config):
+                continue
+            for dotted, value in override.set.items():
+                path = dotted.split(".")
+                node = config
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = value
+            where = ("overrides", index, "set")
+            for section, model_cls in (("train", TrainSpec), ("eval", EvalSpec),
+                                       ("profile", ProfileSpec)):
+                try:
+                    config[section] = model_cls.model_validate(config[section]).model_dump()
+                except ValidationError as exc:
+                    raise self.error(_first_error(exc, section), where) from None
+            if not set(config["stages"]) <= {"train", "eval", "profile"}:
+                raise self.error(f"stages must be among train, eval, profile", where)
+        return config
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    loc = format_key_path(tuple(err["loc"]))
+    return f"{prefix + '.' if prefix and loc else prefix}{loc}: {err['msg']}"
+
+
+def _nearest_origin(origins: dict[KeyPath, Origin], path: KeyPath) -> Origin | None:
+    path = tuple(path)
+    while path:
+        if path in origins:
+            return origins[path]
+        path = path[:-1]
+    return origins.get(())
+
+
+def load_suite(path: str | Path, set_values: list[str] | None = None,
+               check_names: bool = True) -> Suite:
+    """Load, merge bases, apply ``--set`` values, validate. Raises ``SuiteError``."""
+    path = Path(path)
+    data, origins = load_with_bases(path)
+    apply_set(data, origins, parse_set(set_values or []))
+    try:
+        spec = SuiteSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        # pydantic adds the union branch / validator name to some locations; drop non-keys
+        loc = tuple(p for p in loc if isinstance(p, int) or p in _known_keys(data, loc))
+        origin = _nearest_origin(origins, loc)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}{_did_you_mean_key(loc)}"
+        raise SuiteError(message, origin.file if origin else str(path), loc,
+                         origin.line if origin else None) from None
+    suite = Suite(spec, path, origins)
+    import_plugins(suite)
+    if spec.kind == "train":
+        if spec.grid is None:
+            raise suite.error("a train suite needs a grid: (models, sizes, datasets, ...)", ())
+        if check_names:
+            validate_names(suite)
+        if not suite.cells():
+            raise suite.error("the grid is empty after the exclude rules", ("exclude",))
+    elif spec.kernels is None:
+        raise suite.error("a kernels suite needs a kernels: block", ("kind",))
+    return suite
+
+
+_IMPORTED_PLUGINS: dict[str, Any] = {}
+
+
+def import_plugins(suite: Suite) -> None:
+    import importlib
+    import importlib.util
+
+    for i, ref in enumerate(suite.spec.plugins):
+        if ref in _IMPORTED_PLUGINS:
+            continue
+        try:
+            if ref.endswith(".py"):
+                file = Path(ref) if Path(ref).is_absolute() else suite.path.parent / ref
+                if not file.is_file():
+                    raise suite.error(f"plugin file {ref!r} not found ({file})", ("plugins", i))
+                spec = importlib.util.spec_from_file_location(f"ssmbench_plugin_{file.stem}", file)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(ref)
+        except SuiteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - report any import failure against the key
+            raise suite.error(f"cannot import plugin {ref!r}: {type(exc).__name__}: {exc}",
+                              ("plugins", i)) from None
+        _IMPORTED_PLUGINS[ref] = module
+
+
+def _known_keys(data: Any, loc: tuple) -> set:
+    keys, node = set(), data
+    for part in loc:
+        if isinstance(node, dict):
+            keys.update(node.keys())
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+    return keys
+
+
+def _did_you_mean_key(loc: tuple) -> str:
+    import difflib
+
+    models = {(): SuiteSpec, ("grid",): Grid, ("train",): TrainSpec, ("eval",): EvalSpec,
+              ("profile",): ProfileSpec, ("report",): ReportSpec,
+              ("eval", "protocol"): ProtocolSpec}
+    parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
+    model = models.get(parent)
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def validate_names(suite: Suite) -> None:
+    """Every model, size, fusion and dataset must be registered; roots must exist."""
+    import models
+    from bench.data import UnknownDatasetError, get_dataset_class
+
+    grid = suite.spec.grid
+    for i, name in enumerate(grid.models):
+        try:
+            models.get_family(name)
+        except models.UnknownNameError as exc:
+            raise suite.error(str(exc), ("grid", "models", i)) from None
+    for i, size in enumerate(grid.sizes):
+        if not any(size in models.list_sizes(m) for m in grid.models):
+            known = sorted({s for m in grid.models for s in models.list_sizes(m)})
+            from models.registry import suggest
+            raise suite.error(f"no model in the grid has size {size!r}{suggest(size, known)} "
+                              f"(sizes: {', '.join(known)})", ("grid", "sizes", i))
+    for i, fusion in enumerate(grid.fusions):
+        if fusion != "default" and fusion not in models.FUSIONS:
+            try:
+                models.FUSIONS.get(fusion)
+            except models.UnknownNameError as exc:
+                raise suite.error(str(exc), ("grid", "fusions", i)) from None
+    for i, dataset in enumerate(grid.datasets):
+        try:
+            get_dataset_class(dataset.name)
+        except UnknownDatasetError as exc:
+            raise suite.error(str(exc), ("grid", "datasets", i, "name")) from None
+        if dataset.root is not None:
+            root = Path(dataset.root).expanduser()
+            if not root.is_absolute():
+                root = suite.path.parent / root
+            if not root.exists():
+                raise suite.error(f"dataset root {dataset.root!r} does not exist ({root}); "
+                                  f"point it at the dataset folder", ("grid", "datasets", i,
+                                                                      "root"))
+    missing = [(c["model"], c["size"]) for c in suite.cells()
+               if not models.is_model(c["model"], c["size"])]
+    if missing:
+        model, size = missing[0]
+        raise suite.error(f"model {model!r} has no size {size!r} (sizes: "
+                          f"{', '.join(models.list_sizes(model))}); add an exclude rule or "
+                          f"change grid.sizes", ("grid", "sizes"))

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+TOY_PLUGIN = str(Path(__file__).with_name("toy_plugin.py"))
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """Write a suite file (text) into tmp_path and return its path."""
+
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text.replace("TOY_PLUGIN", TOY_PLUGIN))
+        return path
+
+    return write
+
+
+TOY_SUITE = """\
+name: toy
+plugins: [TOY_PLUGIN]
+grid:
+  models: [dualcnn]
+  sizes: [nano]
+  fusions: [rgb_only, add]
+  datasets: [{name: toy_rgbx}]
+  seeds: [0]
+train: {iterations: 12, batch_size: 8, lr: 0.01, threads: 1, checkpoint_every: 4}
+eval: {corruptions: [clean]}
+profile: {samples: 3, warmup: 1}
+report: {baseline: {fusion: rgb_only}}
+"""
