@@ -51,12 +51,12 @@ S1_MEAN, S1_STD = (-10.33, -16.48), (20.4, 18.79)
 
 def remap_land_cover(raw: np.ndarray) -> np.ndarray:
     codes = raw.astype(np.int64)
-    codes[codes == 255] = 12
-    bad = (codes < 0) | (codes > 12)
+    bad = ((codes < 0) | (codes > 11)) & (codes != 255)
     if bad.any():
         values = ", ".join(str(v) for v in np.unique(raw[bad])[:8])
         raise DataFormatError(f"land-cover codes {values} are not in the official table "
                               "(0..11 and 255)", kind="bad label encoding")
+    codes[codes == 255] = 12
     label = OFFICIAL_REMAP[codes]
     label[label == 7] = 6  # the table's 7 is built-up too; loaders merge it
     return label

@@ -182,6 +182,8 @@ class RGBXFolderDataset(Dataset):
             raise
         sample = {}
         for modality, channels in self.info.modalities.items():
+            if modality == "text":
+                continue  # token ids, not an image (referring datasets)
             if modality == "x":
                 channels //= self.x_replicate  # the file holds the native channels
             array = channels_last(arrays[modality])
