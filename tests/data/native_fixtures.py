@@ -43,7 +43,7 @@ def write_lines(path: Path, lines) -> None:
 # ------------------------------------------------------------------------------------- RGB-T
 
 MFNET_SPLITS = {"train": ["00001D", "00002N"], "val": ["00003D"], "test": ["01234N"],
-                "test_day": [], "test_night": ["01234N"]}
+                "test_night": ["01234N"]}
 
 
 def make_mfnet(root: Path, layout: str = "native", full_size: str | None = "00001D") -> dict:
