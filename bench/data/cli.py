@@ -1,7 +1,7 @@
 """``ssmbench data convert`` and ``ssmbench data check``.
 
-``bench/cli.py`` calls ``add_data_commands(subparsers)``; each parser sets ``func`` to a
-handler ``handler(args) -> int`` returning the exit code: 0 when all is well, 2 on bad data or
+``bench/cli.py`` calls ``add_data_commands(subparsers)``; each parser sets ``func`` and
+``handler`` to ``handler(args) -> int`` returning the exit code: 0 when all is well, 2 on bad data or
 bad options, with the message on stderr and no traceback.
 
     ssmbench data convert NAME RAW_DIR OUT_DIR [--option key=value ...]
@@ -44,7 +44,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     convert.add_argument("out_dir", help="folder to write the converted layout into")
     convert.add_argument("--option", action="append", metavar="KEY=VALUE",
                          help="converter option, e.g. split=ms2mnet or clip_size=0")
-    convert.set_defaults(func=run_convert)
+    convert.set_defaults(func=run_convert, handler=run_convert)
 
     check = commands.add_parser("check", help="check every split before training")
     check.add_argument("name", help="registered dataset name")
@@ -56,7 +56,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
                        help="check only the first N samples of each split")
     check.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="dataset option, e.g. keep_background=true")
-    check.set_defaults(func=run_check)
+    check.set_defaults(func=run_check, handler=run_check)
     return data
 
 

@@ -205,7 +205,7 @@ def list_stems(folder: Path, suffixes: tuple[str, ...]) -> list[str]:
 
 # --------------------------------------------------------------------------------------- writing
 
-def write_png(path: str | Path, array: np.ndarray) -> Path:
+def write_png(path: str | Path, array: np.ndarray, compress_level: int = 6) -> Path:
     """Write uint8 (H, W) / (H, W, 3) / (H, W, 4) or uint16 (H, W) as PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,10 +213,11 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     if array.dtype == np.uint16:
         if array.ndim != 2:
             raise ValueError("16-bit PNGs must be single-channel")
-        Image.fromarray(array).save(path)  # Pillow >= 10.1 maps uint16 to mode "I;16"
+        # Pillow >= 10.1 maps uint16 to mode "I;16"
+        Image.fromarray(array).save(path, compress_level=compress_level)
     elif array.dtype == np.uint8:
         Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1
-                        else array).save(path)
+                        else array).save(path, compress_level=compress_level)
     else:
         raise ValueError(f"PNG needs uint8 or uint16, got {array.dtype}")
     return path
