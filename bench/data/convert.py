@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 
 from bench.data.io import (
-    DataError, MissingPathError, as_grayscale, list_stems, read_image, read_split_file,
+    DataError, MissingPathError, as_grayscale, list_stems, read_channels, read_image,
+    read_split_file,
     write_png, write_tiff,
 )
 
@@ -119,10 +120,8 @@ def convert_mfnet(raw_dir: Path, out_dir: Path) -> ConvertSummary:
             raise MissingPathError("MFNet images/ folder (RGBA PNGs) not found", raw_dir)
         base = images.parent
         for stem in list_stems(images, (".png",)):
-            rgba = read_image(images / f"{stem}.png")
-            if rgba.ndim != 3 or rgba.shape[2] != 4:
-                raise DataError("expected an RGBA PNG (RGB + thermal in channel 3)",
-                                images / f"{stem}.png", kind="wrong channel count")
+            rgba = read_channels(images / f"{stem}.png", 4,
+                                 "an RGBA PNG (RGB + thermal in channel 3)")
             write_png(out_dir / "RGB" / f"{stem}.png", np.ascontiguousarray(rgba[..., :3]))
             write_png(out_dir / "Modal" / f"{stem}.png", np.ascontiguousarray(rgba[..., 3]))
             label_path = base / "labels" / f"{stem}.png"

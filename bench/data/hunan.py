@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.io import (
-    DataError, DataFormatError, MissingPathError, list_stems, read_image, read_label_image,
+    DataError, DataFormatError, MissingPathError, list_stems, read_channels, read_image,
+    read_label_image,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
@@ -132,12 +133,8 @@ class HunanDataset(RGBXFolderDataset):
     def read_arrays(self, entry: Entry) -> dict[str, np.ndarray]:
         label = read_label_image(entry.files["label"])
         if self.layout == "mmseg":
-            image = read_image(entry.files["image"])
-            if image.ndim != 3 or image.shape[2] != 15:
-                channels = 1 if image.ndim == 2 else image.shape[2]
-                raise DataFormatError(f"expected 15 bands (13 Sentinel-2 + 2 Sentinel-1), got "
-                                      f"{channels}", entry.files["image"],
-                                      kind="wrong channel count")
+            image = read_channels(entry.files["image"], 15,
+                                  "15 bands (13 Sentinel-2 + 2 Sentinel-1)")
             return {"rgb": image[..., :13], "x": image[..., 13:], "label": label}
         x = read_image(entry.files["x"]).astype(np.float32)
         if self.with_dem:

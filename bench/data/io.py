@@ -156,6 +156,16 @@ def as_grayscale(array: np.ndarray, path: Path | None = None) -> np.ndarray:
                    else None).astype(array.dtype)
 
 
+def read_channels(path: Path, channels: int, what: str) -> np.ndarray:
+    """Read an (H, W, ``channels``) image; another channel count is a clear error."""
+    image = read_image(path)
+    found = 1 if image.ndim == 2 else image.shape[2]
+    if found != channels:
+        raise DataFormatError(f"expected {what}, got {found} channel(s)", path,
+                              kind="wrong channel count")
+    return image
+
+
 def read_label_image(path: Path) -> np.ndarray:
     """A single-band index image (uint8/uint16); a colour image here is a format error."""
     label = read_image(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.io import DataFormatError, read_image, read_label_image, as_grayscale
+from bench.data.io import as_grayscale, read_channels, read_image, read_label_image
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
     Entry, RGBXFolderDataset, entries_from_split_file, split_files,
@@ -78,12 +78,8 @@ class MFNetDataset(RGBXFolderDataset):
     def read_arrays(self, entry: Entry) -> dict[str, np.ndarray]:
         label = read_label_image(entry.files["label"])
         if self.layout == "native":
-            image = read_image(entry.files["image"])
-            if image.ndim != 3 or image.shape[2] != 4:
-                channels = 1 if image.ndim == 2 else image.shape[2]
-                raise DataFormatError(
-                    f"expected an RGBA PNG (RGB + thermal in channel 3), got {channels} "
-                    "channel(s)", entry.files["image"], kind="wrong channel count")
+            image = read_channels(entry.files["image"], 4,
+                                  "an RGBA PNG (RGB + thermal in channel 3)")
             return {"rgb": image[..., :3], "x": image[..., 3], "label": label}
         rgb = read_image(entry.files["rgb"])
         if rgb.ndim == 3 and rgb.shape[2] == 4:

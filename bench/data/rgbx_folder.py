@@ -196,8 +196,6 @@ class RGBXFolderDataset(Dataset):
         self.check_label_range(label, label_path)
         if self.rgb_order == "bgr" and "rgb" in sample:
             sample["rgb"] = sample["rgb"][..., ::-1]  # Sigma's cv2.imread: BGR order (see §0)
-        if self.x_replicate != 1:
-            sample["x"] = np.repeat(sample["x"], self.x_replicate, axis=2)
         sample["label"] = label
         return sample
 
@@ -225,6 +223,8 @@ class RGBXFolderDataset(Dataset):
         if not self.corruption.is_clean:
             sample = apply_corruption(sample, self.corruption, index, self.corruption_seed,
                                       self.full_scale)
+        if self.x_replicate != 1:  # after the corruption: one sensor, copied (as Sigma's model)
+            sample["x"] = np.repeat(sample["x"], self.x_replicate, axis=2)
         rng = None
         if self.augment is not None:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))

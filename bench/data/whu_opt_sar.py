@@ -35,7 +35,8 @@ import numpy as np
 import tifffile
 
 from bench.data.io import (
-    DataError, DataFormatError, MissingPathError, SplitError, read_image, read_label_image,
+    DataError, DataFormatError, MissingPathError, SplitError, read_channels, read_image,
+    read_label_image,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
@@ -186,11 +187,7 @@ class WHUOptSARDataset(RGBXFolderDataset):
 
     def read_arrays(self, entry: Entry) -> dict[str, np.ndarray]:
         if self.layout == "mmseg":
-            image = read_image(entry.files["image"])
-            if image.ndim != 3 or image.shape[2] != 5:
-                channels = 1 if image.ndim == 2 else image.shape[2]
-                raise DataFormatError(f"expected 5 bands (R, G, B, NIR, SAR), got {channels}",
-                                      entry.files["image"], kind="wrong channel count")
+            image = read_channels(entry.files["image"], 5, "5 bands (R, G, B, NIR, SAR)")
             return {"rgb": image[..., :4], "x": image[..., 4],
                     "label": read_label_image(entry.files["label"])}
         if self.layout == "solc":
