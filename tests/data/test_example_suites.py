@@ -1,0 +1,62 @@
+"""The example suites of the real datasets name registered datasets and valid data settings.
+
+They are not run (the data cannot be downloaded here); this checks what bench/data owns in
+them: dataset names and options, the augment dict, the protocol and the corruption names.
+"""
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+import bench.data as data
+from bench.data.corruptions import parse_corruption
+from bench.data.transforms import parse_augment
+from bench.protocols import describe
+
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+REAL_SUITES = ["mfnet", "pst900", "nyudv2", "sunrgbd", "whu_opt_sar", "hunan", "vaihingen",
+               "potsdam", "loveda", "refcoco"]
+MODELS = {"mfnet": "sigma", "pst900": "sigma", "nyudv2": "sigma", "sunrgbd": "sigma",
+          "whu_opt_sar": "mamba_diffusion", "hunan": "mamba_diffusion", "vaihingen": "ms2mnet",
+          "potsdam": "ms2mnet", "loveda": "samba", "refcoco": "remamber"}
+
+
+def merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
+def load_suite(path: Path) -> dict:
+    suite = yaml.safe_load(path.read_text())
+    if "base" in suite:
+        suite = merged(load_suite(path.parent / suite.pop("base")), suite)
+    return suite
+
+
+def constructor_options(cls) -> set[str]:
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names
+
+
+@pytest.mark.parametrize("stem", REAL_SUITES)
+def test_example_suite_data_settings(stem):
+    suite = load_suite(SUITES / f"{stem}.yaml")
+    assert suite["grid"]["models"] == [MODELS[stem]]
+    for dataset in suite["grid"]["datasets"]:
+        cls = data.get_dataset_class(dataset["name"])
+        assert dataset["root"].startswith("/data/")
+        unknown = set(dataset) - {"name"} - constructor_options(cls)
+        assert not unknown, f"{stem}: options {unknown} not accepted by {cls.__name__}"
+        if "layout" in dataset:
+            assert dataset["layout"] in cls.layouts
+    parse_augment(suite["train"].get("augment"))
+    assert describe(suite["eval"]["protocol"])
+    for name in suite["eval"]["corruptions"]:
+        parse_corruption(name)
