@@ -21,11 +21,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [SuiteError, StoreError, UnknownNameError,
                                          UnknownDatasetError]
-    try:
-        from bench.data.checks import DataError
-        errors.append(DataError)
-    except ImportError:
-        pass
+    from bench.data.io import DataError
+    from bench.protocols import ProtocolError
+
+    errors += [DataError, ProtocolError]
     return tuple(errors)
 
 

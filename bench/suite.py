@@ -61,8 +61,12 @@ class TrainSpec(Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    schedule: Literal["poly", "cosine", "constant", "step"] = "poly"
     poly_power: float = Field(default=0.9, gt=0)
+    #: step schedule: multiply the lr by ``gamma`` at each milestone (iterations), as
+    #: torch's MultiStepLR (MS2MNet: epochs 15, 25, 35 of 1000 iterations, gamma 0.1)
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(default=0.1, gt=0)
     min_lr: float = Field(default=0.0, ge=0)
     warmup_iters: int = Field(default=0, ge=0)
     warmup_ratio: float = Field(default=1e-6, ge=0, le=1)
@@ -82,21 +86,22 @@ class TrainSpec(Strict):
     val_max_samples: int | None = Field(default=None, ge=1)
 
 
-class ProtocolSpec(Strict):
-    mode: Literal["whole", "slide"] = "whole"
-    crop: list[int] | None = None
-    stride_rate: float | None = Field(default=None, gt=0, le=1)
-    stride: list[int] | None = None
-    scales: list[float] = Field(default_factory=lambda: [1.0])
-    flip: bool = False
-
-
 class EvalSpec(Strict):
     split: str = "test"
     batch_size: int = Field(default=16, ge=1)
-    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    #: bench/protocols.py keys; None = the dataset's paper protocol (``info.protocol``)
+    protocol: dict[str, Any] | None = None
     corruptions: list[str] = Field(default_factory=lambda: ["clean"], min_length=1)
     max_samples: int | None = Field(default=None, ge=1)
+
+    @field_validator("protocol")
+    @classmethod
+    def _valid_protocol(cls, value):
+        from bench.protocols import resolve
+
+        if value is not None:
+            resolve(value)  # ProtocolError (a ValueError) names the bad key or value
+        return value
 
 
 class ReportSpec(Strict):
@@ -321,8 +326,7 @@ def _did_you_mean_key(loc: tuple) -> str:
     import difflib
 
     models = {(): SuiteSpec, ("grid",): Grid, ("train",): TrainSpec, ("eval",): EvalSpec,
-              ("profile",): ProfileSpec, ("report",): ReportSpec,
-              ("eval", "protocol"): ProtocolSpec}
+              ("profile",): ProfileSpec, ("report",): ReportSpec}
     parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
     model = models.get(parent)
     if model is None:

@@ -85,6 +85,8 @@ def lr_factor(train: dict, total: int) -> Callable[[int], float]:
             return floor + (1 - floor) * (1 - progress) ** train["poly_power"]
         if train["schedule"] == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if train["schedule"] == "step":
+            return train["gamma"] ** sum(it >= m for m in train["milestones"])
         return 1.0
 
     return factor
@@ -233,10 +235,11 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
                         num_workers=config["train"]["num_workers"])
     model.eval()
     referring = info.task == "referring"
+    protocol = ev["protocol"] or info.protocol
     meter = ReferringMeter() if referring else ConfusionMeter(info.num_classes, info.ignore_index)
     for batch in loader:
         inputs, target = split_batch(to_device(batch, device), model.modalities)
-        scores = infer(model, inputs, info.num_classes, ev["protocol"])
+        scores = infer(model, inputs, info.num_classes, protocol)
         pred = (scores[:, 0] > 0) if referring else scores.argmax(1)
         meter.update(pred, target)
     if referring:
@@ -244,7 +247,7 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
     else:
         out = meter.compute(info.eval_classes, list(info.classes))
         out["confusion"] = meter.matrix.tolist()
-    out["protocol"] = describe(ev["protocol"])
+    out["protocol"] = describe(protocol)
     out["samples"] = len(dataset)
     return out
 
