@@ -98,6 +98,26 @@ def _worker(suite_path: str, set_values: list[str], storage: str | None, runs_di
     drain(store, progress=False)
 
 
+def check_real_data(cells: list[dict]) -> None:
+    """``ssmbench data check`` on every real dataset of the suite before anything trains: a
+    missing or broken file stops the run with the checker's report (DataCheckError)."""
+    from bench.data.checks import require_ok
+
+    seen = set()
+    for cell in cells:
+        ds = cell["dataset"]
+        if "root" not in ds:
+            continue
+        splits = [cell["eval"]["split"]]
+        if "train" in cell["stages"]:
+            splits.insert(0, "train")
+        options = {k: v for k, v in ds.items() if k not in ("name", "root")}
+        key = (ds["name"], ds["root"], tuple(splits), repr(sorted(options.items())))
+        if key not in seen:
+            seen.add(key)
+            require_ok(ds["name"], ds["root"], splits, **options)
+
+
 def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
               runs_dir: str | Path = "runs", workers: int = 1, progress: bool = True,
               set_values: list[str] | None = None, study_name: str | None = None,
@@ -105,6 +125,8 @@ def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
     name = study_name or suite.name
     store = CellStore(name, storage, runs_dir)
     cells = suite.cells()
+    if any("train" in c["stages"] or "eval" in c["stages"] for c in cells):
+        check_real_data(cells)
     summary = store.sync(cells, fresh=fresh)
     bar = tqdm(total=summary.total, initial=summary.done, desc=f"{name}: cells",
                disable=not progress, dynamic_ncols=True)

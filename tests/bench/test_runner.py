@@ -144,3 +144,51 @@ def test_two_workers_drain_one_suite(write_suite, tmp_path):
     assert _run(path, tmp_path, "--workers", "2") == 0
     states = _states(tmp_path)
     assert len(states) == 4 and all(s == ["COMPLETE"] for s in states.values())
+
+
+def test_run_refuses_broken_real_data_before_training(tmp_path, capsys):
+    """A real dataset with a missing modality file stops the run before any cell trains."""
+    from tests.data.native_fixtures import make_mfnet
+
+    root = tmp_path / "MFNet"
+    make_mfnet(root, layout="sigma", full_size=None)
+    victim = sorted((root / "Modal").glob("*.png"))[0]
+    victim.unlink()
+    suite = tmp_path / "mfnet.yaml"
+    suite.write_text(f"""\
+name: mfnet_broken
+grid:
+  models: [dualcnn]
+  sizes: [nano]
+  fusions: [add]
+  datasets: [{{name: mfnet, root: {root}}}]
+train: {{iterations: 2, batch_size: 1}}
+""")
+    assert _run(suite, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert str(victim) in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "mfnet_broken" / "cells").exists()
+
+
+def test_suite_runs_on_a_real_dataset_layout(tmp_path):
+    """A suite names a real dataset with root: and runs end to end (tiny MFNet fixture)."""
+    from tests.data.native_fixtures import make_mfnet
+
+    root = tmp_path / "MFNet"
+    make_mfnet(root, layout="sigma", full_size=None)
+    suite = tmp_path / "mfnet.yaml"
+    suite.write_text(f"""\
+name: mfnet_tiny
+grid:
+  models: [dualcnn]
+  sizes: [nano]
+  fusions: [add]
+  datasets: [{{name: mfnet, root: {root}}}]
+train: {{iterations: 2, batch_size: 2, threads: 1}}
+eval: {{protocol: {{mode: slide, crop: [8, 8], stride_rate: 0.667, windows: sigma}},
+        corruptions: [clean, x_missing]}}
+profile: {{samples: 2, warmup: 0}}
+""")
+    assert _run(suite, tmp_path) == 0
+    report = (tmp_path / "reports" / "mfnet_tiny" / "README.md").read_text()
+    assert "protocol: slide 8×8/6." in report and "| dualcnn | nano   | add" in report
