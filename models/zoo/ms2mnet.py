@@ -26,8 +26,18 @@ two-stream fusions only.
 
 Sizes: ``base`` is the paper's (ResNet-50 streams, decoder 256 wide, 16 heads, 16x16 pooled
 keys, 256x256 crops); ``micro``/``nano`` are CPU-scale sizes of ours (width-reduced ResNets,
-narrow decoder, 4 heads, 4x4 pooled keys). No parameter or FLOP figure is published (upstream
-counts with thop and prints no value).
+narrow decoder, 4 heads, 4x4 pooled keys).
+
+No parameter or FLOP figure is published (upstream's demo counts with thop and the README gives
+no value). Measured at base size, 6 classes (tests/models/test_ms2mnet.py):
+- parameters: 52,846,024 in training = RGB stream 8,543,296 + DSM stream 8,537,024 + fusion
+  29,560,892 (WASE 349,040; VFE 92,545 / 1,404,273 / 5,565,081 / 22,149,953) + decoder
+  6,204,187 + DFE 625; 51,662,268 at inference (the two auxiliary heads hold 1,183,756).
+  Upstream's wrapper also keeps each stream's unused layer4 (14,964,736 parameters), which a
+  thop count of the released model would include.
+- FLOPs, fvcore MACs at RGB 1x3x256^2 + DSM 1x1x256^2 in eval: 36.81G in both conventions (no
+  selective scan): streams 4.31G + 4.21G, fusion 15.41G, decoder 12.84G, DFE 0.04G. thop counts
+  module hooks only, so it would miss the functional matmuls (attention, MSSM: 0.84G here).
 """
 from __future__ import annotations
 

@@ -14,8 +14,17 @@ builds one encoder on the concatenated channels, mid fusion (kind ``stage``, e.g
 encoders fused per stage, late fusion (``logits``) two full encoder-head paths (the auxiliary
 head then reads stream a's stage 3).
 
-Sizes: ``base`` is the paper's configuration (51.86M parameters with 7 classes at inference);
-``micro`` and ``nano`` are CPU-scale sizes of ours (see ``SAMBA_SIZES``) with a narrower head.
+Sizes: ``base`` is the paper's configuration; ``micro`` and ``nano`` are CPU-scale sizes of
+ours (see ``SAMBA_SIZES``) with a narrower head (UPerHead 64 / 32 channels, FCN 32 / 16).
+
+Measured at base size, 7 classes (tests/models/test_samba.py):
+- parameters: encoder 22,650,720 + UPerHead 29,212,167 = 51,862,887 at inference (spec:
+  22.65M + 29.21M = 51.86M); the FCN auxiliary head adds 739,591 in training (spec 0.74M).
+- FLOPs, fvcore MACs at 1x3x512x512 in eval: "published" convention (scan skipped) 236.56G =
+  encoder 27.00G + head 209.55G (spec: 27.0G + ~209G, ~236G; +0.24%, the spec's head figure
+  being a rounded estimate of the convolutions; ours also counts BN/LN, the PPM and the
+  bilinear resizes as fvcore does); "full" convention (9BLDN + 2BDL per scan) 245.29G, the
+  encoder 35.74G (spec 35.7G).
 """
 from __future__ import annotations
 
