@@ -58,8 +58,8 @@ def test_resnet_matches_torchvision_resnet50():
                 "layer1.0.downsample.1.num_batches_tracked", "layer3.5.conv3.weight",
                 "layer4.2.bn3.bias"):
         assert key in keys, key
-    enc = ResNetEncoder()
-    assert enc.out_channels == [64, 256, 512, 1024]
+    enc = models.ENCODERS.create("resnet50_l3", in_chans=3)
+    assert enc.out_channels == [64, 256, 512, 1024] and "hfp" in models.HEADS.names()
     feats = enc(torch.randn(1, 3, 64, 64))
     assert [tuple(f.shape[1:]) for f in feats] == [(64, 32, 32), (256, 16, 16), (512, 8, 8),
                                                    (1024, 4, 4)]

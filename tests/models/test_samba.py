@@ -135,6 +135,8 @@ def test_mamba_block_traces_the_kernel_nodes():
 
 
 def test_samba_encoder_strides_and_upstream_names():
+    assert models.ENCODERS.create("samba", in_chans=4, size="nano").patch_embed1.conv[0].in_channels == 4
+    assert {"upernet", "fcn"} <= set(models.HEADS.names())
     enc = SambaEncoder(in_chans=3, size="nano")
     feats = enc(torch.randn(2, 3, 64, 64))
     assert [tuple(f.shape) for f in feats] == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 48, 4, 4),
