@@ -180,7 +180,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
     running = running_loss
     for batch in loader:
         inputs, target = split_batch(to_device(batch, device), model.modalities)
-        state = {"iteration": it, "max_iters": total, "epoch": it // per_epoch,
+        state = {"iteration": it, "max_iters": total, "epoch": it // per_epoch + 1,
                  "max_epochs": math.ceil(total / per_epoch)}
         with torch.autocast(device.type, enabled=use_amp):
             losses = model.forward_train(inputs, target, state)

@@ -5,8 +5,9 @@ A model is an ``nn.Module`` with
         ``inputs`` maps modality names to batches: "rgb" (B, C, H, W), "x" (B, C', H, W) for the
         auxiliary image (thermal, depth, SAR, DSM), "text" (B, T) token ids for referring models.
     forward_train(inputs, target, state=None) -> dict of scalar tensors, "loss" the total
-        ``state`` carries the training progress (``iteration``, ``max_iters``, ``epoch``,
-        ``max_epochs``) for losses with a curriculum.
+        ``state`` carries the training progress (``iteration`` from 0, ``max_iters``,
+        ``epoch`` counted from 1 as the upstream training loops count it, ``max_epochs``) for
+        losses with a curriculum.
     attributes ``modalities`` (the input keys it reads), ``num_classes``, ``ignore_index``.
 """
 from __future__ import annotations
