@@ -1,18 +1,43 @@
-"""Per-cell profiling: parameters, FLOPs (fvcore, two conventions), CPU latency.
+"""Per-cell profiling: parameters, FLOPs in two conventions, latency, throughput, memory and
+where the time goes (issue 7; harness.md §1, §3, §6, §8).
 
-Interim version with the contract the harness relies on (``ProfileSpec``,
-``profile_model``); the full profiler (throughput sweep, memory, time breakdown) extends it.
+``profile_model(model, example_inputs, spec, device)`` runs what ``spec`` asks for and returns
+one flat-ish dict the store keeps:
+
+    params, params_m
+    gmacs_<convention>, flops (by_module, by_operator, unsupported_ops, conventions note)
+    flop_cross_check          fvcore vs torch.utils.flop_counter on matmuls and convolutions
+    latency_ms_{median,iqr,p90,mean,min}, latency_samples      batch 1, after warm-up
+    throughput                one row per requested batch size (OOM back-off recorded)
+    peak_mem_mb_{infer,train}, memory_method
+    train_step_ms_*           one optimiser step (``train_step: true``)
+    breakdown                 {forward|train_step: {scan|cross_scan_merge|conv|other}_share}
+    env                       the run settings stamped on every row (threads, precision,
+                              channels_last, TF32, compile, device)
+    timing                    wall time of the profile, the part spent in measured calls and
+                              the harness's own overhead
+
+A cell fails its profile (``ProfileError``, the result kept) when more ops than
+``max_unsupported`` had no FLOP handle. The pieces live in profile_flops / profile_latency /
+profile_breakdown; ``count_flops`` and ``measure_latency`` are re-exported here.
 """
 from __future__ import annotations
 
-import statistics
+import contextlib
 import time
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bench.profile_breakdown import time_breakdown
+from bench.profile_flops import (  # noqa: F401 - re-exported for callers of the interim API
+    DATA_MOVEMENT_OPS, ELEMENTWISE_OPS, TraceableModel, _PositionalWrapper, count_flops,
+    flop_analysis, flop_counter_cross_check)
+from bench.profile_latency import (  # noqa: F401
+    MIN_SAMPLES, inference_fn, measure_latency, peak_memory, run_settings, summarise,
+    throughput_sweep, time_calls, to_channels_last, train_step_fn)
 
 
 class ProfileError(Exception):
@@ -22,13 +47,21 @@ class ProfileError(Exception):
 
 
 class ProfileSpec(BaseModel):
+    """The suite's ``profile:`` section."""
+
     model_config = ConfigDict(extra="forbid")
     flops: bool = True
     conventions: list[str] = Field(default_factory=lambda: ["published", "full"])
+    #: a cell fails its profile when more op calls than this had no FLOP handle
     max_unsupported: int = Field(default=0, ge=0)
+    #: per-module FLOP table down to this depth below the model (1: encoder / fusion / head)
+    by_module_depth: int = Field(default=2, ge=0)
+    #: scan backend while counting FLOPs (shapes are all a count needs)
+    flop_scan_backend: str = "shape"
     latency: bool = True
     warmup: int = Field(default=10, ge=0)
     samples: int = Field(default=30, ge=1)
+    #: throughput sweep; [1] = batch-1 latency only
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
     input_size: list[int] | None = None
     threads: int | None = Field(default=None, ge=1)
@@ -37,94 +70,198 @@ class ProfileSpec(BaseModel):
     compile: bool = False
     memory: bool = True
     breakdown: bool = False
+    #: profiled calls summed per breakdown
+    breakdown_repeats: int = Field(default=1, ge=1)
+    #: also measure one training step (memory, time, breakdown)
     train_step: bool = False
+    train_samples: int = Field(default=5, ge=1)
     cross_check: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @field_validator("conventions")
+    @classmethod
+    def _known_conventions(cls, value: list[str]) -> list[str]:
+        import kernels
 
-class _PositionalWrapper(nn.Module):
-    """fvcore traces ``forward(*tensors)``; rebuild the inputs dict and return a tensor."""
+        unknown = [c for c in value if c not in kernels.flops.CONVENTIONS]
+        if unknown:
+            raise ValueError(f"unknown FLOP convention(s) {unknown}; known: "
+                             f"{list(kernels.flops.CONVENTIONS)}")
+        return value
 
-    def __init__(self, model: nn.Module, keys: list[str]):
-        super().__init__()
-        self.model = model
-        self.keys = keys
-
-    def forward(self, *tensors):
-        out = self.model(dict(zip(self.keys, tensors)))
-        if isinstance(out, dict):
-            out = out["logits"]
-        elif isinstance(out, (tuple, list)):
-            out = out[0]
-        return out
-
-
-#: element-wise and shape ops that no convention counts (fvcore's own table leaves some of
-#: these "unsupported"; the seed repositories' flops() ignore them too, fvcore issue #143)
-ELEMENTWISE_OPS = [
-    "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div",
-    "aten::silu", "aten::silu_", "aten::gelu", "aten::relu", "aten::relu_", "aten::sigmoid",
-    "aten::softmax", "aten::exp", "aten::neg", "aten::flip", "aten::softplus", "aten::tanh",
-    "aten::hardswish", "aten::hardswish_", "aten::leaky_relu", "aten::clamp", "aten::pow",
-    "aten::sqrt", "aten::rsqrt", "aten::abs", "aten::mean", "aten::sum", "aten::max_pool2d",
-    "aten::avg_pool2d", "aten::adaptive_max_pool2d", "aten::scaled_dot_product_attention",
-]
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(b < 1 for b in value):
+            raise ValueError("batch_sizes must be a non-empty list of positive integers")
+        return value
 
 
-def count_flops(model: nn.Module, inputs: dict[str, torch.Tensor], convention: str):
-    import kernels
-    from fvcore.nn import FlopCountAnalysis
-
-    keys = list(inputs)
-    wrapper = _PositionalWrapper(model, keys).eval()
-    with kernels.scan_backend("shape"), torch.no_grad():
-        analysis = FlopCountAnalysis(wrapper, tuple(inputs[k] for k in keys))
-        analysis.set_op_handle(**{op: None for op in ELEMENTWISE_OPS})
-        analysis.set_op_handle(**kernels.flops.fvcore_handles(convention))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
-        total = analysis.total()
-        unsupported = dict(analysis.unsupported_ops())
-    return total, unsupported
+FLOP_NOTE = ("fvcore MACs (one multiply-add = one FLOP). published: selective scan and "
+             "element-wise ops not counted (the seed repositories' flops()); full: scan counted "
+             "as 9*B*L*D*N + B*D*L (+B*D*L with z); cross-scan/merge = 0 in both")
 
 
-def measure_latency(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int,
-                    samples: int) -> dict[str, float]:
-    times = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(inputs)
-        for _ in range(samples):
-            start = time.perf_counter()
-            model(inputs)
-            times.append((time.perf_counter() - start) * 1e3)
-    q1, q3, p90 = np.percentile(times, [25, 75, 90])
-    return {"latency_ms_median": statistics.median(times), "latency_ms_iqr": float(q3 - q1),
-            "latency_ms_p90": float(p90), "latency_samples": len(times)}
+class _Clock:
+    """Sums the wall time spent inside the measured calls, to report the harness overhead."""
+
+    def __init__(self):
+        self.measured = 0.0
+
+    @contextlib.contextmanager
+    def measure(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.measured += time.perf_counter() - start
+
+
+def _resolve_device(spec: ProfileSpec, device) -> torch.device:
+    if spec.device == "auto":
+        return torch.device(device)
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise ProfileError("profile.device is 'cuda' but no CUDA device is available")
+    return torch.device(spec.device)
+
+
+def _random_target(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Labels for a training step: the model contract puts logits at the input resolution, so
+    the target shape comes from the first image input (no forward needed)."""
+    image = next(v for v in inputs.values() if v.dim() == 4)
+    classes = max(2, int(getattr(model, "num_classes", 2) or 2))
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(0, classes, (image.shape[0], *image.shape[2:]),
+                         generator=gen).to(image.device)
+
+
+def _flops(model, inputs, spec: ProfileSpec, clock: _Clock, result: dict) -> None:
+    with clock.measure():
+        flops = flop_analysis(model, inputs, spec.conventions, spec.by_module_depth,
+                              spec.flop_scan_backend)
+    for convention, value in flops["gmacs"].items():
+        result[f"gmacs_{convention}"] = value
+    result["unsupported_ops"] = flops["unsupported_ops"]
+    result["flops"] = {"by_module": flops["by_module"], "by_operator": flops["by_operator"],
+                       "unsupported_ops": flops["unsupported_ops"], "note": FLOP_NOTE,
+                       "scan_backend": spec.flop_scan_backend}
+    if spec.cross_check:
+        with clock.measure():
+            result["flop_cross_check"] = flop_counter_cross_check(
+                model, inputs, flops["by_operator"], spec.flop_scan_backend)
+
+
+def _compiled(model: nn.Module, spec: ProfileSpec, result: dict) -> nn.Module:
+    if not spec.compile:
+        return model
+    try:
+        return torch.compile(model)
+    except Exception as exc:  # noqa: BLE001 - compile is optional; eager is measured instead
+        result["compile_error"] = f"{type(exc).__name__}: {exc}"
+        return model
+
+
+def _latency(runner, model, inputs, spec, device, settings, clock, result) -> nn.Module:
+    """Batch-1 latency and the throughput sweep; returns the module actually timed (eager when
+    compilation failed on the first call)."""
+    call = inference_fn(runner, inputs, spec.precision, device)
+    try:
+        with clock.measure():
+            times = time_calls(call, spec.warmup, spec.samples, device)
+    except Exception as exc:  # noqa: BLE001
+        if runner is model:
+            raise
+        result["compile_error"] = f"{type(exc).__name__}: {exc}"
+        settings["compile"] = False
+        runner = model
+        with clock.measure():
+            times = time_calls(inference_fn(model, inputs, spec.precision, device),
+                               spec.warmup, spec.samples, device)
+    result.update(summarise(times))
+    if spec.batch_sizes != [1]:
+        with clock.measure():
+            rows = throughput_sweep(runner, inputs, spec.batch_sizes, spec.warmup, spec.samples,
+                                    device, spec.precision, settings, known={1: times})
+        result["throughput"] = rows
+        best = max((r for r in rows if r.get("samples_per_s")),
+                   key=lambda r: r["samples_per_s"], default=None)
+        if best:
+            result["throughput_samples_per_s"] = best["samples_per_s"]
+            result["throughput_batch_size"] = best["batch_size"]
+    return runner
 
 
 def profile_model(model: nn.Module, example_inputs: dict[str, torch.Tensor], spec: ProfileSpec,
                   device: str | torch.device = "cpu", target: torch.Tensor | None = None) -> dict:
+    """Profile ``model`` on ``example_inputs`` (batch 1) as ``spec`` says; see module doc."""
+    wall_start = time.perf_counter()
+    clock = _Clock()
+    device = _resolve_device(spec, device)
     model = model.eval()
+    inputs = {k: v.to(device) for k, v in example_inputs.items()}
     result: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
     result["params_m"] = result["params"] / 1e6
-    threads = spec.threads or torch.get_num_threads()
+    result["input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     try:
         if spec.flops:
-            for convention in spec.conventions:
-                total, unsupported = count_flops(model, example_inputs, convention)
-                result[f"gmacs_{convention}"] = total / 1e9
-                result["unsupported_ops"] = unsupported
+            _flops(model, inputs, spec, clock, result)
+        if spec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            inputs = to_channels_last(inputs)
+        runner = _compiled(model, spec, result)
+        settings = run_settings(device, spec.precision, spec.channels_last,
+                                runner is not model)
         if spec.latency:
-            result.update(measure_latency(model, example_inputs, spec.warmup, spec.samples))
+            runner = _latency(runner, model, inputs, spec, device, settings, clock, result)
+        infer = inference_fn(runner, inputs, spec.precision, device)
+        if spec.memory:
+            with clock.measure():
+                mem = peak_memory(infer, device)
+            result["peak_mem_mb_infer"] = mem["peak_mb"]
+            result["delta_mem_mb_infer"] = mem["delta_mb"]
+            result["memory_method"] = mem["method"]
+        breakdown = {}
+        if spec.breakdown:
+            with clock.measure():
+                breakdown["forward"] = time_breakdown(infer, device, spec.breakdown_repeats,
+                                                      warmup=0 if spec.latency else 1)
+        if spec.train_step:
+            step, trainee = train_step_fn(model, inputs, target if target is not None
+                                          else _random_target(model, inputs),
+                                          spec.precision, device)
+            if spec.memory:
+                with clock.measure():
+                    mem = peak_memory(step, device)
+                result["peak_mem_mb_train"] = mem["peak_mb"]
+                result["delta_mem_mb_train"] = mem["delta_mb"]
+                result.setdefault("memory_method", mem["method"])
+            with clock.measure():
+                times = time_calls(step, 0 if spec.memory else 1, spec.train_samples, device)
+            result.update(summarise(times, "train_step_ms"))
+            if spec.breakdown:
+                with clock.measure():
+                    breakdown["train_step"] = time_breakdown(step, device,
+                                                             spec.breakdown_repeats, warmup=0)
+            del trainee, step
+        if breakdown:
+            result["breakdown"] = breakdown
     finally:
         torch.set_num_threads(previous_threads)
-    result["env"] = {"threads": threads, "precision": spec.precision,
-                     "channels_last": spec.channels_last, "device": str(device)}
+        if spec.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+    if spec.latency:
+        settings["compile"] = settings["compile"] and "compile_error" not in result
+    result["env"] = settings
+    wall = time.perf_counter() - wall_start
+    result["timing"] = {"wall_s": wall, "measured_s": clock.measured,
+                        "overhead_s": wall - clock.measured,
+                        "overhead_frac": (wall - clock.measured) / wall if wall else 0.0}
     unsupported_total = sum(result.get("unsupported_ops", {}).values())
     if unsupported_total > spec.max_unsupported:
-        raise ProfileError(f"{unsupported_total} ops without a FLOP handle (limit "
-                           f"{spec.max_unsupported}): {result['unsupported_ops']}", result)
+        raise ProfileError(f"{unsupported_total} op call(s) without a FLOP handle (limit "
+                           f"{spec.max_unsupported}, profile.max_unsupported): "
+                           f"{result['unsupported_ops']}", result)
     return result

@@ -57,7 +57,9 @@ def results_frame(store: CellStore) -> pd.DataFrame:
                 row[key] = profile[key]
         env = t.user_attrs.get("env") or {}
         row["threads"] = (profile.get("env") or {}).get("threads", env.get("threads"))
-        row["train_s"] = (t.user_attrs.get("timing") or {}).get("train_s")
+        timing = t.user_attrs.get("timing") or {}
+        for key in ("train_s", "eval_s", "profile_s"):
+            row[key] = timing.get(key)
         row["history"] = t.user_attrs.get("history")
         row["env"] = env
         rows.append(row)
@@ -85,12 +87,30 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _baseline_key(group: tuple, baseline: dict | None) -> tuple | None:
+def baseline_keys(group: tuple, baseline: dict | None, index) -> list[tuple]:
+    """The groups ``group`` is compared with: those in ``index`` equal to ``group`` except on the
+    keys the baseline names, where they take the baseline's value (or one of its values: a list
+    such as ``{fusion: [rgb_only, x_only]}`` compares with the best of them)."""
     if not baseline:
+        return []
+    named = {k: (v if isinstance(v, list) else [v]) for k, v in baseline.items() if k in GROUP}
+    out = []
+    for candidate in index:
+        parts = dict(zip(GROUP, candidate))
+        own = dict(zip(GROUP, group))
+        if all(parts[k] in named[k] if k in named else parts[k] == own[k] for k in GROUP):
+            out.append(candidate)
+    return out
+
+
+def _delta(value: float, group: tuple, means: pd.Series, baseline: dict | None) -> str | None:
+    """``value`` minus the best baseline mean; "(baseline)" for a baseline group itself."""
+    keys = baseline_keys(group, baseline, means.index)
+    if not keys:
         return None
-    key = dict(zip(GROUP, group))
-    key.update({k: v for k, v in baseline.items() if k in GROUP})
-    return tuple(key[k] for k in GROUP)
+    if group in keys:
+        return "(baseline)"
+    return f"{value - max(means.loc[k] for k in keys):+.1f}"
 
 
 def _class_group_columns(done: pd.DataFrame, class_groups: dict[str, list[int]],
@@ -113,7 +133,7 @@ def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
         done[f"group/{name}"] = series
     rows = []
     grouped = done.groupby(GROUP, sort=False)
-    means = grouped[[f"clean/{m}" for m in metrics[:1]]].mean() if metrics else None
+    means = grouped[f"clean/{metrics[0]}"].mean() if metrics else None
     for key, group in grouped:
         row = dict(zip(GROUP, key))
         row["seeds"] = len(group)
@@ -121,10 +141,11 @@ def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
             row[m] = _mean_std(group[f"clean/{m}"])
         for name in groups_extra:
             row[f"{name} IoU"] = _mean_std(group[f"group/{name}"])
-        base = _baseline_key(key, spec.report.baseline)
-        if metrics and base is not None and base in means.index:
-            delta = group[f"clean/{metrics[0]}"].mean() - means.loc[base].iloc[0]
-            row[f"Δ {metrics[0]}"] = "(baseline)" if base == key else f"{delta:+.1f}"
+        if metrics:
+            delta = _delta(group[f"clean/{metrics[0]}"].mean(), key, means,
+                           spec.report.baseline)
+            if delta is not None:
+                row[f"Δ {metrics[0]}"] = delta
         for col, label, digits in (("params_m", "Params (M)", 4),
                                    ("gmacs_published", "GMACs published", 4),
                                    ("gmacs_full", "GMACs full", 4),
@@ -137,6 +158,53 @@ def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
             row["threads"] = group["threads"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _short(key: tuple, varying: list[str]) -> str:
+    parts = dict(zip(GROUP, key))
+    return "/".join(str(parts[k]) for k in varying) or str(parts["fusion"])
+
+
+def summary_lines(done: pd.DataFrame, spec) -> list[str]:
+    """What the table says, in words: the best cell against the baseline(s), and the ranking
+    on each named class group (e.g. SynRGBX's XOR pair, which late fusion cannot solve)."""
+    metrics = [m for m in spec.report.metrics if f"clean/{m}" in done.columns]
+    if not metrics:
+        return []
+    metric = metrics[0]
+    varying = [k for k in GROUP if done[k].nunique() > 1]
+    grouped = done.groupby(GROUP, sort=False)
+    means, stds = grouped[f"clean/{metric}"].mean(), grouped[f"clean/{metric}"].std()
+    lines = []
+    baseline = spec.report.baseline
+    is_baseline = {k for key in means.index for k in baseline_keys(key, baseline, means.index)}
+    contenders = means[[k not in is_baseline for k in means.index]]
+    if not contenders.empty:
+        best = contenders.idxmax()
+        std = stds.loc[best]
+        text = (f"- Best on the clean test split: **{_short(best, varying)}**, {metric} "
+                f"{means.loc[best]:.1f}" + (f" ± {std:.1f}" if std == std else ""))
+        bases = baseline_keys(best, baseline, means.index)
+        if bases:
+            text += "; ahead of " + ", ".join(
+                f"{_short(k, varying)} by {means.loc[best] - means.loc[k]:+.1f}" for k in bases)
+        lines.append(text + ".")
+    for name, series in _class_group_columns(done, spec.report.class_groups).items():
+        ranked = series.groupby([done[k] for k in GROUP], sort=False).mean().sort_values(
+            ascending=False)
+        lines.append(f"- {name} IoU (clean, mean over seeds), best first: " + ", ".join(
+            f"{_short(k, varying)} {v:.1f}" for k, v in ranked.items()) + ".")
+    return lines
+
+
+def compute_line(frame: pd.DataFrame) -> str | None:
+    cols = [c for c in ("train_s", "eval_s", "profile_s") if c in frame]
+    if not cols or frame[cols].isna().all().all():
+        return None
+    total = frame[cols].sum().sum()
+    parts = ", ".join(f"{c[:-2]} {frame[c].sum() / 60:.1f}" for c in cols)
+    return (f"Compute: {total / 60:.1f} min summed over the stored cells ({parts} min); the "
+            f"run's wall time adds dataset rendering and start-up.")
 
 
 def corruption_table(done: pd.DataFrame, corruptions: list[str]) -> pd.DataFrame | None:
@@ -172,7 +240,7 @@ def published_table(done: pd.DataFrame, published: dict) -> pd.DataFrame | None:
         for col, value in figures.items():
             measured = match[col].median() if col in match else float("nan")
             row[f"{col} published"] = value
-            row[f"{col} measured"] = _fmt(measured, 2)
+            row[f"{col} measured"] = _fmt(measured, 4)
             row[f"{col} Δ%"] = _fmt((measured - value) / value * 100, 2) if value else "–"
         rows.append(row)
     return pd.DataFrame(rows) if rows else None
@@ -218,7 +286,11 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
               f"{total - len(done) - len(failed)} pending, of {total}.", ""]
     env = environment_lines(frame)
     if env:
-        lines += ["## Environment", "", *env, ""]
+        compute = compute_line(frame)
+        lines += ["## Environment", "", *env, *([f"- {compute}"] if compute else []), ""]
+    summary = summary_lines(done, spec) if not done.empty else []
+    if summary:
+        lines += ["## Summary", "", *summary, ""]
     if not done.empty:
         protocol = next((p for p in done.get("clean/protocol", []) if isinstance(p, str)), None)
         lines += ["## Results", "",
@@ -238,10 +310,11 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
             lines += ["## Published vs measured", "", _md(table), ""]
         plots = []
         if "pareto" in spec.report.plots and "gmacs_full" in done and "clean/mIoU" in done:
-            plots.append(("mIoU vs GMACs", plot_pareto(done, GROUP, out_dir / "pareto.png")))
+            plots.append(("mIoU vs GFLOPs", plot_pareto(done, GROUP, out_dir / "pareto.png")))
         if "per_class" in spec.report.plots and per_class_table(done) is not None:
             plots.append(("Per-class IoU",
-                          plot_per_class(per_class_table(done), GROUP, out_dir / "per_class.png")))
+                          plot_per_class(per_class_table(done), GROUP, out_dir / "per_class.png",
+                                         spec.report.class_groups)))
         if "curves" in spec.report.plots:
             plots.append(("Training curves", plot_curves(done, GROUP, out_dir / "curves.png")))
         if "corruptions" in spec.report.plots and corruption_table(done, spec.eval.corruptions) \
@@ -253,6 +326,9 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         if plots:
             lines += ["## Plots", ""]
             lines += [f"### {name}\n\n![{name}]({path.name})\n" for name, path in plots]
+    from bench.profile_report import profile_section  # FLOPs, latency, memory, breakdown
+
+    lines += profile_section(store)
     if not failed.empty:
         lines += ["## Failed cells", ""]
         lines += [f"- `{r.label}`: {r.error}" for r in failed.itertuples()]

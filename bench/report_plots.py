@@ -44,12 +44,16 @@ def plot_pareto(done: pd.DataFrame, group: list[str], path: Path) -> Path | None
     front = pareto_front(points)
     palette = sns.color_palette("tab10", len(stats))
     for (key, row), color in zip(stats.iterrows(), palette):
+        name = _name(key, group, varying)
         ax.errorbar(row["gmacs"], row["miou"], yerr=np.nan_to_num(row["miou_std"]), fmt="o",
-                    color=color, capsize=3, label=_name(key, group, varying))
+                    color=color, capsize=3, label=name)
+        ax.annotate(name, (row["gmacs"], row["miou"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=7, color=color)
     fx = [points[i][0] for i in front]
     fy = [points[i][1] for i in front]
     ax.step(fx, fy, where="post", color="0.3", linestyle="--", linewidth=1, label="Pareto front")
-    ax.set_xlabel("GMACs (full convention: scan counted), batch 1")
+    ax.set_xlabel("GFLOPs as fvcore counts them (1 multiply-add = 1 FLOP; scan counted), "
+                  "batch 1", fontsize=8)
     ax.set_ylabel("mIoU (%), clean test split")
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
@@ -60,7 +64,10 @@ def plot_pareto(done: pd.DataFrame, group: list[str], path: Path) -> Path | None
     return path
 
 
-def plot_per_class(table: pd.DataFrame, group: list[str], path: Path) -> Path | None:
+def plot_per_class(table: pd.DataFrame, group: list[str], path: Path,
+                   highlight: dict[str, list[int]] | None = None) -> Path | None:
+    """Heatmap of per-class IoU; ``highlight`` frames named groups of class columns (the
+    report's ``class_groups``, e.g. SynRGBX's XOR pair)."""
     varying = _varying(table, group)
     index = ["/".join(str(r[k]) for k in varying) or str(r["fusion"])
              for _, r in table.iterrows()]
@@ -69,6 +76,14 @@ def plot_per_class(table: pd.DataFrame, group: list[str], path: Path) -> Path | 
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * values.shape[1], 1.2 + 0.35 * len(values)))
     sns.heatmap(values.astype(float), annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100,
                 cbar_kws={"label": "IoU (%)"}, ax=ax, annot_kws={"fontsize": 7})
+    for name, columns in (highlight or {}).items():
+        for column in columns:
+            if 0 <= column < values.shape[1]:
+                ax.add_patch(plt.Rectangle((column, 0), 1, len(values), fill=False,
+                                           edgecolor="red", linewidth=1.5))
+        if columns:
+            ax.text(np.mean(columns) + 0.5, -0.15, name, ha="center", va="bottom",
+                    fontsize=8, color="red")
     ax.set_xlabel("class")
     ax.set_ylabel("")
     ax.tick_params(axis="x", rotation=45, labelsize=8)

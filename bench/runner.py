@@ -2,8 +2,10 @@
 
 Any number of workers (processes here, or on other machines sharing the storage) run the same
 loop: claim a cell, run it, record COMPLETE or FAIL with the error. A cell that raises is
-recorded as failed and the loop goes on; a killed worker's cell is re-queued by the next sync
-and resumes from its checkpoint.
+recorded as failed and the loop goes on. A worker with nothing left to claim waits while other
+workers' cells run, and re-queues any whose worker died (bench/store.py ``fail_stale``), so a
+killed worker's cell is finished by another one, resuming from its checkpoint. Under torchrun,
+rank 0 claims and records and the other ranks train the same cell (bench/distributed.py).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.store import CellStore, SyncSummary
+from bench import distributed
+from bench.store import CellStore, StoreError, SyncSummary, heartbeat_interval
 from bench.suite import Suite, load_suite
 
 log = logging.getLogger("ssmbench")
@@ -43,12 +46,17 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" + (f" [{where}]" if where else "")
 
 
-def run_one(store: CellStore, claim, progress: bool, on_validation=None) -> tuple[bool, str]:
-    """Run a claimed cell to COMPLETE/FAIL/PRUNED. Returns (succeeded, error message)."""
+def run_one(store: CellStore, claim, progress: bool, on_validation=None,
+            values=None) -> tuple[bool, str]:
+    """Run a claimed cell to COMPLETE/FAIL/PRUNED. Returns (succeeded, error message).
+    ``values(result)`` gives the trial's objective value(s) (default: clean mIoU) or raises
+    ``ValueError`` to fail the cell."""
     from bench.train import Pruned, run_cell
 
     config = claim.config
     workdir = store.cell_dir(config["id"])
+    if distributed.active():
+        distributed.broadcast_object((config, str(workdir)))
     try:
         result = run_cell(config, workdir, on_validation=on_validation, progress=progress)
     except Pruned as exc:
@@ -65,19 +73,62 @@ def run_one(store: CellStore, claim, progress: bool, on_validation=None) -> tupl
         message = result.pop("error")
         store.fail(claim, message, result)
         return False, message
-    store.complete(claim, result, main_metric(result))
+    try:
+        value = (values or main_metric)(result)
+    except ValueError as exc:
+        store.fail(claim, str(exc), result)
+        return False, str(exc)
+    store.complete(claim, result, value)
     return True, ""
 
 
-def drain(store: CellStore, progress: bool = True, bar: tqdm | None = None) -> tuple[int, list]:
+def next_claim(store: CellStore, ask=None, wait: bool = True):
+    """The next cell for this worker: a queued one, else a new one from ``ask()`` (a search),
+    else, while other workers' cells run, wait and re-queue those whose worker died. None when
+    the suite is drained."""
+    while True:
+        claim = store.claim()
+        if claim is None and ask is not None:
+            claim = ask()
+        if claim is not None:
+            return claim
+        if store.fail_stale():
+            continue
+        if not (wait and store.running()):
+            return None
+        time.sleep(min(5.0, max(0.5, heartbeat_interval() / 2)))
+
+
+def follow() -> None:
+    """Ranks > 0 under torchrun: train every cell rank 0 broadcasts, until it sends None."""
+    from bench.train import Pruned, run_cell
+
+    while (job := distributed.broadcast_object(None)) is not None:
+        config, workdir = job
+        try:
+            run_cell(config, Path(workdir), progress=False)
+        except Pruned:
+            pass
+        except Exception:  # noqa: BLE001 - rank 0 records the failure of the same cell
+            log.warning("rank %d: cell %s failed", distributed.rank(), config["label"],
+                        exc_info=True)
+
+
+def drain(store: CellStore, progress: bool = True, bar: tqdm | None = None, ask=None,
+          on_claim=None, wait: bool = True) -> tuple[int, list]:
+    """Claim and run cells until none is left. ``ask`` makes new cells (a search);
+    ``on_claim(claim)`` returns run_one's keyword arguments (pruning hook, objectives)."""
     completed, failed = 0, []
-    while (claim := store.claim()) is not None:
+    while (claim := next_claim(store, ask, wait)) is not None:
         label = claim.config["label"]
         if bar is not None:
             bar.set_postfix_str(label)
-        ok, message = run_one(store, claim, progress)
+        ok, message = run_one(store, claim, progress, **(on_claim(claim) if on_claim else {}))
         if ok:
             completed += 1
+        elif message.startswith("pruned"):
+            failed.append((label, message))
+            log.info("cell %s %s", label, message)
         else:
             failed.append((label, message))
             if bar is not None:
@@ -123,6 +174,23 @@ def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
               set_values: list[str] | None = None, study_name: str | None = None,
               write_report: bool = True, reports_dir: str | Path = "reports") -> RunOutcome:
     name = study_name or suite.name
+    if distributed.init(suite.spec.train.device) and not distributed.is_main():
+        follow()
+        return RunOutcome(f"{name} [rank {distributed.rank()}: trained rank 0's cells]",
+                          SyncSummary(), 0, [], None)
+    try:
+        return _run_suite(suite, name, storage, fresh, runs_dir, workers, progress, set_values,
+                          write_report, reports_dir)
+    finally:
+        if distributed.active():
+            distributed.broadcast_object(None)  # releases the other ranks' follow()
+
+
+def _run_suite(suite: Suite, name: str, storage, fresh, runs_dir, workers, progress, set_values,
+               write_report, reports_dir) -> RunOutcome:
+    if distributed.active() and workers > 1:
+        raise StoreError("--workers and torchrun do not combine: torchrun already starts one "
+                         "process per rank")
     store = CellStore(name, storage, runs_dir)
     cells = suite.cells()
     if any("train" in c["stages"] or "eval" in c["stages"] for c in cells):
@@ -149,7 +217,8 @@ def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
             finished = sum(1 for t in store.latest_results() if t.state.is_finished())
             bar.update(max(0, finished - seen))
             seen = max(seen, finished)
-        completed = sum(1 for t in store.latest_results() if t.state.name == "COMPLETE")
+        completed = sum(1 for t in store.latest_results()
+                        if t.state.name == "COMPLETE") - summary.done
         failed = [(t.user_attrs["label"], t.user_attrs.get("error", "")) for t in
                   store.latest_results() if t.state.name == "FAIL"]
     bar.close()

@@ -9,9 +9,18 @@ machines drain one suite.
 Claiming a cell is Optuna's own atomic step: a WAITING trial is moved to RUNNING with
 ``storage.set_trial_state_values``, which succeeds for exactly one worker (this is how
 ``Study.ask`` pops enqueued trials). A worker that dies leaves a RUNNING trial behind; it is
-failed and re-queued by the next ``sync``: on an RDB storage through Optuna's heartbeats
-(``fail_stale_trials`` + ``RetryFailedTrialCallback``), on a journal file (one machine) when the
-worker's process no longer exists.
+failed and re-queued (a WAITING copy with the same parameters, configuration and checkpoint
+directory, so it resumes) by the next ``sync`` or by any worker that runs out of queued cells:
+on an RDB storage (PostgreSQL) when Optuna's heartbeat (recorded every interval by the worker's
+heartbeat thread) is older than the grace period, the rule of ``fail_stale_trials``; on any
+storage when the worker ran on this host and its process no longer exists; on a journal file
+when the worker's own heartbeat attribute is older than the grace period. The retry copies the
+trial as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, and the failed trial keeps an
+``error`` naming the worker. Two workers that queue the same cell at once run it once (see
+``_twin``).
+
+``SSMBENCH_HEARTBEAT_S`` / ``SSMBENCH_GRACE_S`` set the heartbeat interval and grace period
+(default 20 s / 120 s); ``SSMBENCH_WORKER_HOST`` names the worker's host (default: hostname).
 """
 from __future__ import annotations
 
@@ -20,19 +29,39 @@ import shutil
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+try:  # Optuna >= 4.9 names it for what it does; the old name is a deprecated alias
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryStale
+except ImportError:  # pragma: no cover - Optuna < 4.9
+    from optuna.storages import RetryFailedTrialCallback as _RetryStale
+
 HEARTBEAT_INTERVAL_S = 20
 GRACE_PERIOD_S = 120
+#: a cell is retried this many times after its worker died (then left FAIL for the next run)
+MAX_STALE_RETRIES = 3
+
+
+def heartbeat_interval() -> int:
+    return int(os.environ.get("SSMBENCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
+
+
+def grace_period() -> int:
+    return int(os.environ.get("SSMBENCH_GRACE_S", GRACE_PERIOD_S))
+
+
+def worker_host() -> str:
+    return os.environ.get("SSMBENCH_WORKER_HOST") or socket.gethostname()
 
 
 class StoreError(Exception):
@@ -93,18 +122,40 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the ``postgres`` extra
+    installs psycopg2, so name it when psycopg 3 is absent."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and \
+                importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
 def open_storage(url: str | None, suite_dir: Path):
     if url is None:
         suite_dir.mkdir(parents=True, exist_ok=True)
         path = str(suite_dir / "study.journal")
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     if "://" in url:
-        try:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                              grace_period=GRACE_PERIOD_S,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
-        except Exception as exc:  # bad URL, driver missing, server down
-            raise StoreError(f"cannot open storage {url!r}: {exc}") from None
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval(),
+                                      grace_period=grace_period(),
+                                      heartbeat_stale_trial_callback=_RetryStale(
+                                          max_retry=MAX_STALE_RETRIES,
+                                          inherit_intermediate_values=True))
+            except Exception as exc:  # bad URL, driver missing, server down
+                # workers starting together race to create Optuna's tables: try again
+                if "UniqueViolation" in repr(exc) or "already exists" in str(exc):
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise StoreError(f"cannot open storage {url!r}: {exc}") from None
+        raise StoreError(f"cannot open storage {url!r}: its tables could not be created")
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
@@ -112,19 +163,26 @@ def open_storage(url: str | None, suite_dir: Path):
 
 class CellStore:
     def __init__(self, suite_name: str, storage_url: str | None = None,
-                 runs_dir: str | Path = "runs"):
+                 runs_dir: str | Path = "runs", directions: list[str] | None = None):
         self.suite_name = suite_name
         self.dir = Path(runs_dir) / suite_name
         self.storage_url = storage_url
+        self.directions = list(directions or ["maximize"])
         self.storage = open_storage(storage_url, self.dir)
         self.study = optuna.create_study(study_name=suite_name, storage=self.storage,
-                                         direction="maximize", load_if_exists=True)
-        self.host = socket.gethostname()
+                                         directions=self.directions, load_if_exists=True)
+        if [d.name.lower() for d in self.study.directions] != self.directions:
+            raise StoreError(
+                f"study {suite_name!r} in {storage_url or self.dir} optimises "
+                f"{[d.name.lower() for d in self.study.directions]}, not {self.directions}; "
+                f"re-run with --fresh or give the suite a new name")
+        self.host = worker_host()
 
     # ------------------------------------------------------------------ reading
 
     def trials(self) -> list[FrozenTrial]:
-        return [t for t in self.study.get_trials(deepcopy=False) if "cell_id" in t.user_attrs]
+        return [t for t in self.study.get_trials(deepcopy=False)
+                if "cell_id" in t.user_attrs and "duplicate_of" not in t.user_attrs]
 
     def by_cell(self) -> dict[str, list[FrozenTrial]]:
         out: dict[str, list[FrozenTrial]] = {}
@@ -142,30 +200,63 @@ class CellStore:
         optuna.delete_study(study_name=self.suite_name, storage=self.storage)
         shutil.rmtree(self.dir / "cells", ignore_errors=True)
         self.study = optuna.create_study(study_name=self.suite_name, storage=self.storage,
-                                         direction="maximize")
+                                         directions=self.directions)
 
     def fail_stale(self) -> int:
-        """Fail RUNNING trials whose worker is gone; returns how many."""
+        """Fail RUNNING trials whose worker is gone and queue a retry of each (same parameters,
+        configuration and cell directory: the retry resumes from the checkpoint). Returns how
+        many were failed."""
         count = 0
+        rdb_stale: set[int] = set()
         if isinstance(self.storage, RDBStorage):
-            before = {t.number for t in self.trials() if t.state == TrialState.RUNNING}
-            optuna.storages.fail_stale_trials(self.study)
-            after = {t.number for t in self.trials() if t.state == TrialState.RUNNING}
-            count += len(before - after)
-        for t in self.trials():
-            if t.state != TrialState.RUNNING:
-                continue
+            if hasattr(self.storage, "_get_stale_trial_ids"):  # Optuna's heartbeat rule
+                rdb_stale = set(self.storage._get_stale_trial_ids(self.study._study_id))
+            else:  # pragma: no cover - its public form (fails and re-queues, no message)
+                before = {t.number for t in self.running()}
+                optuna.storages.fail_stale_trials(self.study)
+                count += len(before - {t.number for t in self.running()})
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = t.user_attrs.get("worker") or {}
             beat = t.user_attrs.get("heartbeat", 0)
             dead = worker.get("host") == self.host and not _pid_alive(int(worker.get("pid", 0)))
             silent = not isinstance(self.storage, RDBStorage) and beat and \
-                time.time() - beat > GRACE_PERIOD_S
-            if dead or silent:
-                self.storage.set_trial_user_attr(t._trial_id, "error",
-                                                 "worker stopped while running this cell")
-                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                count += 1
+                time.time() - beat > grace_period()
+            if not (dead or silent or t._trial_id in rdb_stale):
+                continue
+            why = "its process is gone" if dead else \
+                f"no heartbeat for over {grace_period()} s"
+            try:
+                self.storage.set_trial_user_attr(
+                    t._trial_id, "error", f"worker stopped while running this cell "
+                    f"({worker.get('host')} pid {worker.get('pid')}: {why})")
+                won = self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                won = False
+            if not won:  # another worker failed it first and queued the retry
+                continue
+            self.requeue(t, stale=True)
+            count += 1
         return count
+
+    def requeue(self, trial: FrozenTrial, stale: bool = False) -> bool:
+        """Queue a WAITING copy of ``trial`` (parameters, distributions, user attributes, the
+        intermediate values when its worker died) as Optuna's retry callback does; False when
+        the retry limit is reached."""
+        history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+        if stale and len(history) > MAX_STALE_RETRIES:
+            return False
+        attrs = {k: v for k, v in trial.user_attrs.items()
+                 if k not in ("worker", "heartbeat", "error")}
+        self.study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=attrs,
+            system_attrs={**trial.system_attrs, "failed_trial": history[0],
+                          "retry_history": history},
+            intermediate_values=trial.intermediate_values if stale else None))
+        return True
+
+    def running(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
     def check_unchanged(self, cells: list[dict]) -> None:
         stored = {t.user_attrs["label"]: t.user_attrs["cell_id"] for t in self.trials()}
@@ -215,16 +306,39 @@ class CellStore:
                 won = False
             if not won:
                 continue
-            claim = Claim(self, t._trial_id, t.number, t.user_attrs["config"])
-            claim.set("worker", {"host": self.host, "pid": os.getpid()})
-            claim.set("heartbeat", time.time())
-            self._start_heartbeat(claim)
-            return claim
+            twin = self._twin(t)
+            if twin is not None:
+                self.storage.set_trial_user_attr(t._trial_id, "duplicate_of", twin.number)
+                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                continue
+            return self.hold(t._trial_id, t.number, t.user_attrs["config"])
         return None
+
+    def _twin(self, trial: FrozenTrial) -> FrozenTrial | None:
+        """Two workers syncing at once may both queue a cell. Of its queued or running copies
+        the lowest-numbered one runs; a claimed copy with a finished or lower-numbered live twin
+        is dropped (marked ``duplicate_of``), so every cell runs once."""
+        for other in self.trials():
+            if other.user_attrs["cell_id"] != trial.user_attrs["cell_id"] or \
+                    other.number == trial.number:
+                continue
+            if other.state == TrialState.COMPLETE or (
+                    other.number < trial.number and
+                    other.state in (TrialState.WAITING, TrialState.RUNNING)):
+                return other
+        return None
+
+    def hold(self, trial_id: int, number: int, config: dict) -> Claim:
+        """Mark a RUNNING trial as this worker's (host, pid, heartbeat) and keep it alive."""
+        claim = Claim(self, trial_id, number, config)
+        claim.set("worker", {"host": self.host, "pid": os.getpid()})
+        claim.set("heartbeat", time.time())
+        self._start_heartbeat(claim)
+        return claim
 
     def _start_heartbeat(self, claim: Claim) -> None:
         def beat():
-            while not claim._stop.wait(HEARTBEAT_INTERVAL_S):
+            while not claim._stop.wait(heartbeat_interval()):
                 try:
                     if isinstance(self.storage, RDBStorage):
                         self.storage.record_heartbeat(claim.trial_id)
@@ -242,13 +356,15 @@ class CellStore:
         if claim._thread is not None:
             claim._thread.join(timeout=5)
 
-    def complete(self, claim: Claim, result: dict, value: float | None) -> None:
+    def complete(self, claim: Claim, result: dict, value: float | list[float] | None) -> None:
+        """COMPLETE with the objective value(s); a missing or NaN value is stored as 0 (grid
+        cells: the metrics in the user attributes are what reports read)."""
         self._stop(claim)
         for key, item in result.items():
             claim.set(key, item)
-        finite = value is not None and value == value
-        self.storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE,
-                                            values=[float(value) if finite else 0.0])
+        values = value if isinstance(value, (list, tuple)) else [value]
+        values = [float(v) if v is not None and v == v else 0.0 for v in values]
+        self.storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE, values=values)
 
     def fail(self, claim: Claim, error: str, result: dict | None = None) -> None:
         self._stop(claim)

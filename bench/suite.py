@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.profile import ProfileSpec
+from bench.search_space import SearchSpec
 from bench.suite_yaml import (KeyPath, Origin, SuiteError, apply_set, format_key_path,
                               load_with_bases, parse_set)
 
@@ -138,7 +139,8 @@ class SuiteSpec(Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     profile: ProfileSpec = Field(default_factory=ProfileSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
-    search: dict[str, Any] | None = None
+    #: Optuna search over the grid's cells (bench/search_space.py; `ssmbench search`)
+    search: SearchSpec | None = None
     kernels: dict[str, Any] | None = None
 
 
@@ -184,6 +186,8 @@ class Suite:
     def cells(self) -> list[dict]:
         """Every cell of the grid, minus excluded ones, with overrides applied."""
         spec, grid = self.spec, self.spec.grid
+        if grid is None:  # a kernels suite has no grid of cells
+            return []
         from models import get_family  # bench -> models
 
         out = []
@@ -276,6 +280,7 @@ def load_suite(path: str | Path, set_values: list[str] | None = None,
             raise suite.error("a train suite needs a grid: (models, sizes, datasets, ...)", ())
         if check_names:
             validate_names(suite)
+            check_corruptions(suite)
         if not suite.cells():
             raise suite.error("the grid is empty after the exclude rules", ("exclude",))
     elif spec.kernels is None:
@@ -360,9 +365,10 @@ def validate_names(suite: Suite) -> None:
                 raise suite.error(str(exc), ("grid", "fusions", i)) from None
     for i, dataset in enumerate(grid.datasets):
         try:
-            get_dataset_class(dataset.name)
+            cls = get_dataset_class(dataset.name)
         except UnknownDatasetError as exc:
             raise suite.error(str(exc), ("grid", "datasets", i, "name")) from None
+        check_dataset_options(suite, cls, dataset, i)
         if dataset.root is not None:
             root = Path(dataset.root).expanduser()
             if not root.is_absolute():
@@ -378,3 +384,63 @@ def validate_names(suite: Suite) -> None:
         raise suite.error(f"model {model!r} has no size {size!r} (sizes: "
                           f"{', '.join(models.list_sizes(model))}); add an exclude rule or "
                           f"change grid.sizes", ("grid", "sizes"))
+
+
+#: constructor keywords every dataset takes from the harness, not from a suite's options
+_HARNESS_KEYWORDS = {"self", "split", "augment", "corruption", "root"}
+
+
+def check_dataset_options(suite: Suite, cls, dataset: DatasetRef, index: int) -> None:
+    """Option names the dataset's constructor does not take (a typo would otherwise fail every
+    cell at run time), and the values a dataset's ``check_options`` hook refuses."""
+    import difflib
+    import inspect
+
+    from bench.data.io import DataError
+
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    known = [n for n, p in params.items() if n not in _HARNESS_KEYWORDS
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in dataset.options:
+        if not takes_any and key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise suite.error(f"dataset {dataset.name!r} has no option {key!r}{hint} "
+                              f"(options: {', '.join(known) or 'none'})",
+                              ("grid", "datasets", index, key))
+    check = getattr(cls, "check_options", None)
+    if check is not None:
+        try:
+            check(**dataset.options)
+        except DataError as exc:
+            raise suite.error(str(exc), ("grid", "datasets", index)) from None
+
+
+def check_corruptions(suite: Suite) -> None:
+    """Every robustness set in eval.corruptions must be a registered corruption that the grid's
+    datasets can take (an unknown one would otherwise fail every cell after training)."""
+    import difflib
+
+    from bench.data import get_dataset_class
+    from bench.data.corruptions import (UnknownCorruptionError, check_applicable,
+                                        known_corruptions, parse_corruption)
+
+    kinds = [k.partition(":")[0] for k in known_corruptions()]
+    for i, name in enumerate(suite.spec.eval.corruptions):
+        where = ("eval", "corruptions", i)
+        try:
+            parse_corruption(name)
+        except UnknownCorruptionError as exc:
+            kind = str(name).partition(":")[0]
+            close = difflib.get_close_matches(kind, kinds, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close and close[0] != kind else ""
+            raise suite.error(f"{exc}{hint}", where) from None
+        for dataset in suite.spec.grid.datasets:
+            info = getattr(get_dataset_class(dataset.name), "info", None)
+            if info is None:
+                continue
+            try:
+                check_applicable(name, info.modalities)
+            except UnknownCorruptionError as exc:
+                raise suite.error(f"{exc} ({dataset.name})", where) from None

@@ -6,6 +6,9 @@ thread count is fixed per cell; the same cell on the same CPU gives the same met
 Resumability: a checkpoint (model, optimiser, schedule, RNG states, history) is written
 atomically every ``checkpoint_every`` iterations; a killed cell restarts from it and, because the
 batch order is a function of the iteration, continues exactly where it stopped.
+Under torchrun (bench/distributed.py) each rank trains on its slice of every global batch with
+DDP and synchronised BatchNorm; evaluation is sharded and summed; rank 0 alone writes
+checkpoints and profiles.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from tqdm.auto import tqdm
 
 import models
+from bench import distributed
 from bench.data import build_dataset, get_dataset_class
 from bench.metrics import ConfusionMeter, ReferringMeter
 from bench.protocols import describe, infer
@@ -68,7 +72,8 @@ class EpochBatchSampler(Sampler):
             if epoch != perm_epoch:
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 perm, perm_epoch = torch.randperm(self.size, generator=gen).tolist(), epoch
-            yield perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+            batch = perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+            yield distributed.batch_slice(batch) if distributed.active() else batch
 
 
 def lr_factor(train: dict, total: int) -> Callable[[int], float]:
@@ -149,6 +154,9 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
                         f"{train['batch_size']}")
     per_epoch = max(1, len(dataset) // train["batch_size"])
     total = train["iterations"] or (train["epochs"] or 1) * per_epoch
+    if distributed.active():  # before the optimiser: the synchronised BN has new parameters
+        distributed.batch_slice(list(range(train["batch_size"])))  # refuses an uneven split
+        distributed.sync_batchnorm(model, device)
     optimizer = make_optimizer(model, train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train, total))
     history: dict[str, list] = {"iteration": [], "loss": [], "lr": [], "val_iteration": [],
@@ -174,6 +182,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
     use_amp = train["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     model.train()
+    step = distributed.wrap(model, device) if distributed.active() else model.forward_train
     bar = tqdm(total=total, initial=start, desc="  iterations", leave=False, disable=not progress,
                dynamic_ncols=True)
     it = start
@@ -183,7 +192,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
         state = {"iteration": it, "max_iters": total, "epoch": it // per_epoch + 1,
                  "max_epochs": math.ceil(total / per_epoch)}
         with torch.autocast(device.type, enabled=use_amp):
-            losses = model.forward_train(inputs, target, state)
+            losses = step(inputs, target, state)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise CellError(f"loss became {loss.item()} at iteration {it}")
@@ -201,18 +210,20 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
         if it % train["log_every"] == 0 or it == total:
             n = it % train["log_every"] or train["log_every"]
             history["iteration"].append(it)
-            history["loss"].append(running / n)
+            history["loss"].append(distributed.mean(running / n))
             history["lr"].append(scheduler.get_last_lr()[0])
             bar.set_postfix(loss=f"{running / n:.3f}")
             running = 0.0
-        if train["val_every"] and it % train["val_every"] == 0 and it < total:
+        if train["val_every"] and (it % train["val_every"] == 0 or it == total):
+            # the last validation is the search objective val_mIoU; pruning stops before it
             miou = validate(config, model, info, device)
             history["val_iteration"].append(it)
             history["val_mIoU"].append(miou)
             model.train()
-            if on_validation is not None and on_validation(it, miou):
+            stop = on_validation(it, miou) if on_validation is not None else False
+            if distributed.agree(stop) and it < total:
                 raise Pruned(f"pruned at iteration {it} (val mIoU {miou:.2f})")
-        if it % train["checkpoint_every"] == 0 or it == total:
+        if (it % train["checkpoint_every"] == 0 or it == total) and distributed.is_main():
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "iteration": it, "history": history,
@@ -231,10 +242,15 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
                             corruption=corruption, **dataset_options(config))
     if max_samples:
         dataset = torch.utils.data.Subset(dataset, range(min(max_samples, len(dataset))))
+    samples = len(dataset)
+    referring = info.task == "referring"
+    sharded = distributed.active() and not referring  # confusion matrices add over shards
+    if sharded:
+        dataset = torch.utils.data.Subset(dataset, range(distributed.rank(), samples,
+                                                         distributed.world_size()))
     loader = DataLoader(dataset, batch_size=ev["batch_size"], shuffle=False,
                         num_workers=config["train"]["num_workers"])
     model.eval()
-    referring = info.task == "referring"
     protocol = ev["protocol"] or info.protocol
     meter = ReferringMeter() if referring else ConfusionMeter(info.num_classes, info.ignore_index)
     for batch in loader:
@@ -245,10 +261,12 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
     if referring:
         out = meter.compute()
     else:
+        if sharded:
+            meter.matrix = distributed.sum_tensor(meter.matrix)
         out = meter.compute(info.eval_classes, list(info.classes))
         out["confusion"] = meter.matrix.tolist()
     out["protocol"] = describe(protocol)
-    out["samples"] = len(dataset)
+    out["samples"] = samples
     return out
 
 
@@ -296,7 +314,7 @@ def run_cell(config: dict, workdir: Path, on_validation=None, progress: bool = T
     if threads:
         torch.set_num_threads(threads)
     seed_everything(config["seed"])
-    device = pick_device(train["device"])
+    device = distributed.local_device(pick_device(train["device"]))
     info = dataset_info(config)
     model = build_model(config, info).to(device)
     result: dict[str, Any] = {"timing": {}, "artifacts": {"dir": str(workdir)}}
@@ -315,7 +333,7 @@ def run_cell(config: dict, workdir: Path, on_validation=None, progress: bool = T
         start = time.perf_counter()
         result["metrics"] = evaluate_cell(config, model, info, device, progress)
         result["timing"]["eval_s"] = time.perf_counter() - start
-    if "profile" in stages:
+    if "profile" in stages and distributed.is_main():  # latency of one process, alone
         start = time.perf_counter()
         spec = ProfileSpec.model_validate(config["profile"])
         try:

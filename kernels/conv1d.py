@@ -3,7 +3,8 @@
 Semantics of causal-conv1d's ``causal_conv1d_fn(x, weight, bias, activation)``: x (B, D, L),
 weight (D, W), bias (D,); out[t] = sum_k weight[:, k] * x[t - (W-1) + k], zero history; then
 SiLU when activation is "silu"/"swish". Its ``causal_conv1d_ref`` computes the same as
-``F.conv1d(x, w[:, None], bias, padding=W-1, groups=D)[..., :L]``.
+``F.conv1d(x, w[:, None], bias, padding=W-1, groups=D)[..., :L]``. On a GPU with causal-conv1d's
+compiled kernel installed, the forward runs that kernel (the backward stays the reference's).
 """
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ import torch
 import torch.nn.functional as F
 
 _EMPTY = torch.empty(0)
+
+
+_CUDA_KERNEL: dict[str, object] = {}
+
+
+def cuda_kernel():
+    """causal-conv1d's ``causal_conv1d_fn`` when its compiled extension imports, else None."""
+    if "fn" not in _CUDA_KERNEL:
+        try:
+            import causal_conv1d_cuda
+            from causal_conv1d import causal_conv1d_fn
+
+            _CUDA_KERNEL["fn"] = causal_conv1d_fn if hasattr(causal_conv1d_cuda,
+                                                             "causal_conv1d_fwd") else None
+        except Exception:  # noqa: BLE001 - not installed, or a CPU-only install
+            _CUDA_KERNEL["fn"] = None
+    return _CUDA_KERNEL["fn"]
 
 
 def causal_conv1d_reference(x, weight, bias=None, activation=None):
@@ -29,6 +47,9 @@ class CausalConv1dFn(torch.autograd.Function):
         ctx.activation = activation
         ctx.has_bias = b is not None
         ctx.save_for_backward(x, weight, bias)
+        kernel = cuda_kernel() if x.is_cuda else None
+        if kernel is not None and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return kernel(x.contiguous(), weight.contiguous(), b, activation=activation)
         return causal_conv1d_reference(x, weight, b, activation)
 
     @staticmethod

@@ -56,10 +56,18 @@ class ScanBackend:
         """Return (out, last_state). Optional tensors are None when absent."""
         raise NotImplementedError
 
-    def backward(self, saved, dout, delta_softplus):
+    def forward_for_backward(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        """Like ``forward`` when gradients will be needed: return (out, last_state, extras),
+        where ``extras`` is a tuple of tensors (e.g. states at chunk starts) handed back to
+        ``backward`` so that it need not recompute them."""
+        out, last_state = self.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return out, last_state, ()
+
+    def backward(self, saved, dout, delta_softplus, extras=()):
         """Gradients for (u, delta, A, B, C, D, z, delta_bias); None for absent inputs.
 
-        ``saved`` is the tuple of the eight inputs (None for absent ones)."""
+        ``saved`` is the tuple of the eight inputs (None for absent ones); ``extras`` what
+        ``forward_for_backward`` returned beside the output."""
         with torch.enable_grad():
             leaves = [None if t is None else t.detach().requires_grad_(True) for t in saved]
             out, _ = self.forward(*leaves, delta_softplus)
@@ -153,11 +161,17 @@ class SelectiveScanFn(torch.autograd.Function):
                 backend_name):
         backend = resolve_backend(backend_name, u.device.type)
         opt = [None if t.numel() == 0 else t for t in (D, z, delta_bias)]
-        out, last_state = backend.forward(u, delta, A, B, C, *opt, delta_softplus)
+        if any(ctx.needs_input_grad[:8]):
+            out, last_state, extras = backend.forward_for_backward(
+                u, delta, A, B, C, *opt, delta_softplus)
+        else:
+            out, last_state = backend.forward(u, delta, A, B, C, *opt, delta_softplus)
+            extras = ()
         ctx.backend = backend
         ctx.delta_softplus = delta_softplus
         ctx.present = [t is not None for t in opt]
-        ctx.save_for_backward(u, delta, A, B, C, *(t if t is not None else _EMPTY for t in opt))
+        ctx.save_for_backward(u, delta, A, B, C, *(t if t is not None else _EMPTY for t in opt),
+                              *extras)
         if return_last_state:
             ctx.mark_non_differentiable(last_state)
             return out, last_state
@@ -166,8 +180,10 @@ class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, *unused_dstate):
         saved = list(ctx.saved_tensors)
-        saved[5:] = [t if p else None for t, p in zip(saved[5:], ctx.present)]
-        grads = ctx.backend.backward(tuple(saved), dout.contiguous(), ctx.delta_softplus)
+        extras = tuple(saved[8:])
+        saved = saved[:5] + [t if p else None for t, p in zip(saved[5:8], ctx.present)]
+        grads = ctx.backend.backward(tuple(saved), dout.contiguous(), ctx.delta_softplus,
+                                     extras)
         grads = [g if (g is None or ctx.needs_input_grad[i]) else None for i, g in enumerate(grads)]
         return (*grads, None, None, None)
 

@@ -1,0 +1,88 @@
+"""torchrun: two CPU processes (gloo) train one cell with DDP and synchronised BatchNorm and
+give the metrics of one process with the same global batch; rank 0 alone records the cell."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.train as train_module
+from bench.store import CellStore
+from bench.suite import load_suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+SUITE = """\
+name: toy_ddp
+plugins: [TOY_PLUGIN]
+grid:
+  models: [dualcnn]
+  sizes: [nano]
+  fusions: [add]
+  datasets: [{name: toy_rgbx}]
+stages: [train, eval]
+# SGD: its update is linear in the gradient, so the float-order differences between one and
+# two processes stay at 1e-7; AdamW divides by sqrt(v) and lets them grow to ~1e-3 in 12 steps
+train: {iterations: 12, batch_size: 8, optimizer: sgd, lr: 0.05, threads: 1,
+        checkpoint_every: 4, val_every: 6, log_every: 4}
+eval: {corruptions: [clean]}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_torchrun_matches_one_process(write_suite, tmp_path):
+    path = write_suite(SUITE)
+    config = load_suite(path).cells()[0]
+    single = train_module.run_cell(config, tmp_path / "single", progress=False)
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+           str(REPO / "run_bench.py"), str(path), "--runs-dir", str(tmp_path / "runs"),
+           "--reports-dir", str(tmp_path / "reports"), "--no-progress", "--no-report"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    trials = CellStore("toy_ddp", None, tmp_path / "runs").trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"]        # recorded once, by rank 0
+    ddp = trials[0].user_attrs
+    assert ddp["cell_id"] == config["id"]
+    assert (tmp_path / "runs/toy_ddp/cells" / config["id"] / "checkpoint.pt").is_file()
+
+    # same samples per step, gradients averaged over ranks, BN statistics over the global
+    # batch: equal up to the order of floating-point sums
+    assert ddp["history"]["iteration"] == single["history"]["iteration"]
+    assert ddp["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-5)
+    assert ddp["history"]["val_mIoU"] == pytest.approx(single["history"]["val_mIoU"], abs=1e-3)
+    for key in ("mIoU", "aAcc", "mAcc"):
+        assert ddp["metrics"]["clean"][key] == pytest.approx(single["metrics"]["clean"][key],
+                                                             abs=1e-3), key
+    assert ddp["metrics"]["clean"]["samples"] == single["metrics"]["clean"]["samples"]
+    # the weights themselves agree
+    a = torch.load(tmp_path / "runs/toy_ddp/cells" / config["id"] / "checkpoint.pt",
+                   weights_only=False)["model"]
+    b = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)["model"]
+    for name, tensor in b.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(a[name], tensor, rtol=1e-4, atol=1e-6), name
+
+
+def test_one_process_takes_the_whole_batch_and_gloo_bn_is_plain_bn_outside_torchrun():
+    from bench import distributed
+
+    assert not distributed.active()
+    assert distributed.batch_slice([1, 2, 3]) == [1, 2, 3]
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(4).train()
+    model = distributed.sync_batchnorm(torch.nn.Sequential(bn), torch.device("cpu"))
+    assert type(model[0]) is distributed.GlooSyncBatchNorm
+    x = torch.randn(3, 4, 5, 5)
+    assert torch.equal(model(x), torch.nn.BatchNorm2d(4).train()(x))
