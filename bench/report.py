@@ -268,13 +268,22 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = results_frame(store)
+    # cells the suite no longer has (a fusion dropped from the grid) stay in the store, where a
+    # later run may want them again, but are not the suite's results
+    ids = {cell["id"] for cell in suite.cells()}
+    stale = 0
+    if not frame.empty and frame["cell"].isin(ids).any():
+        stale = int((~frame["cell"].isin(ids)).sum())
+        frame = frame[frame["cell"].isin(ids)]
     spec = suite.spec
     title = spec.report.title or f"{suite.name}"
     lines = [f"# {title}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
     lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from the store of "
-              f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand.", ""]
+              f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand."
+              + (f" {stale} stored cell(s) no longer in the suite are left out." if stale else ""),
+              ""]
     if frame.empty:
         lines += ["No cells have run yet."]
         (out_dir / "README.md").write_text("\n".join(lines) + "\n")
@@ -293,8 +302,10 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         lines += ["## Summary", "", *summary, ""]
     if not done.empty:
         protocol = next((p for p in done.get("clean/protocol", []) if isinstance(p, str)), None)
+        evaluated = "clean/mIoU" in done.columns  # a profile-only suite has no test split
         lines += ["## Results", "",
-                  f"Clean test split" + (f", protocol: {protocol}" if protocol else "") +
+                  ("Clean test split" if evaluated else "Profile only, no evaluation") +
+                  (f", protocol: {protocol}" if protocol else "") +
                   (f"; Δ against {spec.report.baseline}" if spec.report.baseline else "") + ".",
                   "", _md(main_table(done, spec)), "", CONVENTIONS, ""]
         table = corruption_table(done, spec.eval.corruptions)

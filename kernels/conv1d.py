@@ -47,6 +47,11 @@ class CausalConv1dFn(torch.autograd.Function):
         ctx.activation = activation
         ctx.has_bias = b is not None
         ctx.save_for_backward(x, weight, bias)
+        # the backward replays the reference under the same autocast state, so that a bf16 / fp16
+        # forward (AMP) differentiates the same casts instead of mixing dtypes
+        device_type = x.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type),
+                        torch.get_autocast_dtype(device_type))
         kernel = cuda_kernel() if x.is_cuda else None
         if kernel is not None and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
             return kernel(x.contiguous(), weight.contiguous(), b, activation=activation)
@@ -55,7 +60,8 @@ class CausalConv1dFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        with torch.enable_grad():
+        device_type, enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
             xs = x.detach().requires_grad_(True)
             ws = weight.detach().requires_grad_(True)
             bs = bias.detach().requires_grad_(True) if ctx.has_bias else None

@@ -54,14 +54,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if torch.is_tensor(v)}
 
 
-def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
-    """Load ``path`` into ``model``; with ``strict`` raise if anything does not match."""
-    state = read_state_dict(path)
-    filter_fn = getattr(model, "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state = filter_fn(state, model)
-    own = model.state_dict()
-    report = LoadReport(str(path))
+def match_state(own: dict, state: dict, report: "LoadReport") -> dict:
+    """The entries of ``state`` that ``own`` has with the same shape; unexpected and mismatched
+    keys are recorded in ``report``, loaded ones too."""
     usable = {}
     for key, value in state.items():
         if key not in own:
@@ -71,6 +66,18 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
         else:
             usable[key] = value
             report.loaded.append(key)
+    return usable
+
+
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
+    """Load ``path`` into ``model``; with ``strict`` raise if anything does not match."""
+    state = read_state_dict(path)
+    filter_fn = getattr(model, "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    own = model.state_dict()
+    report = LoadReport(str(path))
+    usable = match_state(own, state, report)
     report.missing = [k for k in own if k not in state]
     if strict and not report.ok:
         raise ValueError("checkpoint does not match the model:\n" + report.summary())

@@ -47,21 +47,11 @@ import torch.nn as nn
 
 import kernels
 from models.backbones.ss2d import DropPath, Mlp, init_A_log, init_dt_bias, resolve_dt_rank
+from models.backbones.vmamba import vmamba_init_weights
 from models.fusion.base import FusionModule
 from models.registry import register_fusion
 
 K_DIRECTIONS = 4
-
-
-def init_linear_and_norm(module: nn.Module) -> None:
-    """Upstream ``VSSM._init_weights``: Linear trunc_normal(0.02) + zero bias, LN (1, 0)."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class PairedMixerBase(nn.Module):
@@ -231,7 +221,7 @@ class PairedStreamFusion(FusionModule):
                     for rate in rates[i])
         self.outnorm_a = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.outnorm_b = nn.ModuleList(nn.LayerNorm(c) for c in channels)
-        self.apply(init_linear_and_norm)
+        self.apply(vmamba_init_weights)  # upstream VSSM._init_weights
 
     def interact(self, i: int, a: torch.Tensor, b: torch.Tensor):
         """Channels-last streams (B, H, W, C_i) -> the streams with the fusion residual added."""

@@ -38,7 +38,7 @@ import torch
 from models.backbones.vmamba import VMambaEncoder
 from models.encdec import FusionSegmenter
 from models.heads.sigma_decoder import MambaDecoder
-from models.pretrained import LoadReport, read_state_dict
+from models.pretrained import LoadReport, match_state, read_state_dict
 from models.registry import register_model
 
 #: per size: VMamba config, encoder drop path, decoder blocks per stage
@@ -100,15 +100,7 @@ def load_backbone(model: Sigma, path, strict: bool = True) -> LoadReport:
     encoders = [model.encoder_a] + ([model.encoder_b] if hasattr(model, "encoder_b") else [])
     for encoder in encoders:
         own = encoder.state_dict()
-        usable = {}
-        for key, value in state.items():
-            if key not in own:
-                report.unexpected.append(key)
-            elif own[key].shape != value.shape:
-                report.mismatched.append((key, tuple(own[key].shape), tuple(value.shape)))
-            else:
-                usable[key] = value
-        report.loaded += list(usable)
+        usable = match_state(own, state, report)
         report.missing += [k for k in own if k not in state and not k.startswith("outnorm")]
         encoder.load_state_dict(usable, strict=False)
     report.unexpected = sorted(set(report.unexpected))

@@ -60,3 +60,21 @@ def test_example_suite_data_settings(stem):
     assert describe(suite["eval"]["protocol"])
     for name in suite["eval"]["corruptions"]:
         parse_corruption(name)
+
+
+@pytest.mark.parametrize("stem", REAL_SUITES)
+def test_example_suite_validates_against_the_full_schema(stem, tmp_path):
+    """With its dataset roots pointed at an existing folder, each example suite passes the whole
+    suite schema: registered model, size, fusion and dataset names, train / eval / profile keys,
+    and expands to at least one cell of the paper's model."""
+    from bench.suite import load_suite as load_validated
+
+    for path in SUITES.glob("_*.yaml"):  # shared bases, referenced by relative path
+        (tmp_path / path.name).write_text(path.read_text())
+    suite = yaml.safe_load((SUITES / f"{stem}.yaml").read_text())
+    for dataset in suite["grid"]["datasets"]:
+        dataset["root"] = str(tmp_path)
+    copy = tmp_path / f"{stem}.yaml"
+    copy.write_text(yaml.safe_dump(suite, sort_keys=False))
+    cells = load_validated(copy).cells()
+    assert cells and all(cell["model"] == MODELS[stem] for cell in cells)

@@ -53,6 +53,22 @@ def test_causal_conv1d_matches_direct_sum():
     assert type(out.grad_fn).__name__ == "CausalConv1dFnBackward" or out.grad_fn is None
 
 
+def test_causal_conv1d_backward_under_bf16_autocast_matches_the_reference():
+    """AMP: the node's backward replays the forward's autocast casts, so its gradients equal
+    autograd through the reference under the same autocast (they used to mix dtypes)."""
+    x = torch.randn(2, 8, 17, requires_grad=True)
+    w = torch.randn(8, 4, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    grads = []
+    for fn in (kernels.causal_conv1d, kernels.conv1d.causal_conv1d_reference):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(x, w, b, activation="silu")
+        assert out.dtype == torch.bfloat16
+        grads.append(torch.autograd.grad(out.float().sum(), (x, w, b)))
+    for ours, ref in zip(*grads):
+        assert ours.dtype == torch.float32 and torch.equal(ours, ref)
+
+
 def test_scan_flop_formula_matches_vmamba_numbers():
     # spec section 4: 1x96x1024x16 -> 1.425e7, 1x768x4096x16 -> 4.561e8 (with D, no z)
     assert flops.selective_scan_flops(1, 1024, 96, 16) == 9 * 1024 * 96 * 16 + 1024 * 96
