@@ -73,6 +73,25 @@ def init_A_log(d_state: int, rows: int) -> torch.Tensor:
     return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(rows, 1)
 
 
+def directional_ssm(ssm: nn.Module, xs: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """K independent selective scans in one call, VMamba's ``forward_corev0``: per direction k,
+    ``[dt | B | C] = x_proj[k] · x`` and ``dt = dt_proj[k] · dt``, then one scan over all K·D
+    channels with B / C grouped by direction (G = K), softplus(dt + bias), A = -exp(A_log).
+
+    ``ssm`` carries upstream's parameter names (``x_proj_weight`` (K, R+2N, D),
+    ``dt_projs_weight`` (K, D, R), ``dt_projs_bias`` (K, D), ``A_logs`` (K·D, N), ``Ds`` (K·D))
+    and ``dt_rank`` / ``d_state``; ``xs`` is (B, K, D, L). Returns (B, K·D, L)."""
+    b, _, _, length = xs.shape
+    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, ssm.x_proj_weight)
+    dts, Bs, Cs = torch.split(x_dbl, [ssm.dt_rank, ssm.d_state, ssm.d_state], dim=2)
+    dts = torch.einsum("bkrl,kdr->bkdl", dts, ssm.dt_projs_weight)
+    return kernels.selective_scan(
+        xs.reshape(b, -1, length), dts.reshape(b, -1, length),
+        -torch.exp(ssm.A_logs.float()), Bs.contiguous(), Cs.contiguous(), ssm.Ds.float(),
+        delta_bias=ssm.dt_projs_bias.reshape(-1).float(), delta_softplus=True, backend=backend,
+    )
+
+
 class SS2D(nn.Module):
     """VMamba's SS2D; ``forward(x: (B, H, W, C)) -> (B, H, W, C)`` (see module docstring)."""
 
@@ -115,15 +134,7 @@ class SS2D(nn.Module):
         b, d, h, w = x.shape
         length = h * w
         xs = kernels.cross_scan(x, self.scan_mode)                               # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        y = kernels.selective_scan(
-            xs.reshape(b, -1, length), dts.reshape(b, -1, length),
-            -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(), self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
-            backend=self.backend,
-        )
+        y = directional_ssm(self, xs, backend=self.backend)
         y = kernels.cross_merge(y.view(b, self.k, d, length), h, w, self.scan_mode)  # (B, D, L)
         return y.transpose(1, 2).reshape(b, h, w, d)
 

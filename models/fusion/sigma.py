@@ -39,7 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from models.backbones.ss2d import DropPath, init_A_log, init_dt_bias, resolve_dt_rank
+from models.backbones.ss2d import (DropPath, directional_ssm, init_A_log, init_dt_bias,
+                                   resolve_dt_rank)
 from models.fusion.base import FusionModule
 from models.registry import register_fusion
 
@@ -191,14 +192,7 @@ class ConMBMixer(nn.Module):
         length = 2 * h * w
         # stacking along H makes the row-major sequence [rgb tokens ; x tokens]
         xs = kernels.cross_scan(torch.cat([u_rgb, u_x], dim=2), "bidir")        # (B, 2, D, 2L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        y = kernels.selective_scan(
-            xs.reshape(b, -1, length), dts.reshape(b, -1, length),
-            -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(), self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
-        )
+        y = directional_ssm(self, xs)
         y = kernels.cross_merge(y.view(b, 2, d, length), 2 * h, w, "bidir")     # (B, D, 2L)
         y_rgb, y_x = y.transpose(1, 2).split(h * w, dim=1)
         return (self.out_norm1(y_rgb.reshape(b, h, w, d)),

@@ -8,7 +8,6 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -19,8 +18,9 @@ import pytest
 from bench.cli import main
 from bench.store import CellStore
 from tests.bench.test_workers import (LONG_SUITE, SUITE, check_each_cell_once,
-                                      check_killed_cell_finished, finish, kill_mid_cell,
-                                      start_worker, trials_by_label)
+                                      check_killed_cell_finished, finish,
+                                      kill_one_and_finish_the_other, start_worker,
+                                      trials_by_label)
 
 pytestmark = pytest.mark.postgres
 
@@ -123,15 +123,7 @@ def test_sigkilled_worker_cell_is_retried_through_heartbeats(write_suite, tmp_pa
                 return None
         return stores[0]
 
-    try:
-        killed, label = kill_mid_cell(procs, store_of, runs)
-        survivor = next(p for p in procs if p is not killed)
-        rc, output = finish(survivor)
-        assert rc == 0, output
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+    killed, survivor, label = kill_one_and_finish_the_other(procs, store_of, runs)
     store = CellStore("pg_kill", postgres_url, tmp_path / "runs")
     check_each_cell_once(store, 4)
     check_killed_cell_finished(store, label, killed.pid, survivor.pid)

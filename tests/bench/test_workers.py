@@ -80,6 +80,21 @@ def kill_mid_cell(procs: list[subprocess.Popen], store_of, runs: Path, deadline_
     raise AssertionError("no worker could be killed mid-cell")
 
 
+def kill_one_and_finish_the_other(procs: list[subprocess.Popen], store_of, runs: Path):
+    """SIGKILL the worker running a cell mid-way, let the other finish the suite; returns
+    (killed, survivor, label of the killed cell). Every worker is gone afterwards."""
+    try:
+        killed, label = kill_mid_cell(procs, store_of, runs)
+        survivor = next(p for p in procs if p is not killed)
+        rc, output = finish(survivor)
+        assert rc == 0, output
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    return killed, survivor, label
+
+
 def check_killed_cell_finished(store: CellStore, label: str, killed_pid: int,
                                survivor_pid: int) -> None:
     trials = trials_by_label(store)[label]
@@ -120,15 +135,7 @@ def test_sigkilled_worker_cell_is_finished_by_the_other(write_suite, tmp_path):
         return CellStore("toy", None, tmp_path / "runs") if (runs / "study.journal").exists() \
             else None
 
-    try:
-        killed, label = kill_mid_cell(procs, store_of, runs)
-        survivor = next(p for p in procs if p is not killed)
-        rc, output = finish(survivor)
-        assert rc == 0, output
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+    killed, survivor, label = kill_one_and_finish_the_other(procs, store_of, runs)
     store = store_of()
     check_each_cell_once(store, 4)
     check_killed_cell_finished(store, label, killed.pid, survivor.pid)
