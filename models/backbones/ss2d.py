@@ -73,6 +73,25 @@ def init_A_log(d_state: int, rows: int) -> torch.Tensor:
     return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(rows, 1)
 
 
+def add_directional_ssm_params(module: nn.Module, k: int, d_inner: int, d_state: int, rank: int,
+                               dt_scale: float = 1.0, dt_min: float = 0.001, dt_max: float = 0.1,
+                               dt_init_floor: float = 1e-4) -> None:
+    """Give ``module`` the K independent SSM parameter sets that ``directional_ssm`` reads, with
+    upstream's names and initialisation (VMamba ``SS2D.__init__``): x_proj U(±d_inner^-0.5),
+    dt_proj U(±rank^-0.5·dt_scale), dt bias = softplus^-1(dt), A_log = log(1..N), D = 1; A_log
+    and D carry no weight decay."""
+    bound = d_inner ** -0.5
+    module.x_proj_weight = nn.Parameter(
+        torch.empty(k, rank + 2 * d_state, d_inner).uniform_(-bound, bound))
+    dt_std = rank ** -0.5 * dt_scale
+    module.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, rank).uniform_(-dt_std, dt_std))
+    module.dt_projs_bias = nn.Parameter(init_dt_bias(d_inner, k, dt_min, dt_max, dt_init_floor))
+    module.A_logs = nn.Parameter(init_A_log(d_state, k * d_inner))
+    module.Ds = nn.Parameter(torch.ones(k * d_inner))
+    module.A_logs._no_weight_decay = True
+    module.Ds._no_weight_decay = True
+
+
 def directional_ssm(ssm: nn.Module, xs: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """K independent selective scans in one call, VMamba's ``forward_corev0``: per direction k,
     ``[dt | B | C] = x_proj[k] · x`` and ``dt = dt_proj[k] · dt``, then one scan over all K·D
@@ -115,16 +134,8 @@ class SS2D(nn.Module):
         self.in_proj = nn.Linear(d_model, d_inner * (2 if use_z_gate else 1), bias=bias)
         self.conv2d = (nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2,
                                  groups=d_inner, bias=conv_bias) if d_conv > 1 else None)
-        bound = d_inner ** -0.5
-        self.x_proj_weight = nn.Parameter(
-            torch.empty(k, rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        dt_std = rank ** -0.5 * dt_scale
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, rank).uniform_(-dt_std, dt_std))
-        self.dt_projs_bias = nn.Parameter(init_dt_bias(d_inner, k, dt_min, dt_max, dt_init_floor))
-        self.A_logs = nn.Parameter(init_A_log(d_state, k * d_inner))
-        self.Ds = nn.Parameter(torch.ones(k * d_inner))
-        self.A_logs._no_weight_decay = True
-        self.Ds._no_weight_decay = True
+        add_directional_ssm_params(self, k, d_inner, d_state, rank, dt_scale, dt_min, dt_max,
+                                   dt_init_floor)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

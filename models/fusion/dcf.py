@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 import kernels
-from models.backbones.ss2d import DropPath, Mlp, init_A_log, init_dt_bias, resolve_dt_rank
+from models.backbones.ss2d import DropPath, Mlp, add_directional_ssm_params, resolve_dt_rank
 from models.backbones.vmamba import vmamba_init_weights
 from models.fusion.base import FusionModule
 from models.registry import register_fusion
@@ -73,17 +73,8 @@ class PairedMixerBase(nn.Module):
                                   groups=d_inner, bias=conv_bias)
         self.conv2d_b = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2,
                                   groups=d_inner, bias=conv_bias)
-        bound = d_inner ** -0.5
         k = K_DIRECTIONS
-        self.x_proj_weight = nn.Parameter(
-            torch.empty(k, rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        self.dt_projs_weight = nn.Parameter(
-            torch.empty(k, d_inner, rank).uniform_(-rank ** -0.5, rank ** -0.5))
-        self.dt_projs_bias = nn.Parameter(init_dt_bias(d_inner, k))
-        self.A_logs = nn.Parameter(init_A_log(d_state, k * d_inner))
-        self.Ds = nn.Parameter(torch.ones(k * d_inner))
-        self.A_logs._no_weight_decay = True
-        self.Ds._no_weight_decay = True
+        add_directional_ssm_params(self, k, d_inner, d_state, rank)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj_a = nn.Linear(d_inner, d_model, bias=False)
         # upstream's second output, computed and discarded by the block (see module docstring)

@@ -39,8 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from models.backbones.ss2d import (DropPath, directional_ssm, init_A_log, init_dt_bias,
-                                   resolve_dt_rank)
+from models.backbones.ss2d import (DropPath, add_directional_ssm_params, directional_ssm,
+                                   init_A_log, init_dt_bias, resolve_dt_rank)
 from models.fusion.base import FusionModule
 from models.registry import register_fusion
 
@@ -168,16 +168,7 @@ class ConMBMixer(nn.Module):
         conv = dict(kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias)
         self.conv2d = nn.Conv2d(d_inner, d_inner, **conv)
         self.conv2d_modalx = nn.Conv2d(d_inner, d_inner, **conv)
-        bound = d_inner ** -0.5
-        self.x_proj_weight = nn.Parameter(
-            torch.empty(k, rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        std = rank ** -0.5
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, rank).uniform_(-std, std))
-        self.dt_projs_bias = nn.Parameter(init_dt_bias(d_inner, k))
-        self.A_logs = nn.Parameter(init_A_log(d_state, k * d_inner))
-        self.Ds = nn.Parameter(torch.ones(k * d_inner))
-        self.A_logs._no_weight_decay = True
-        self.Ds._no_weight_decay = True
+        add_directional_ssm_params(self, k, d_inner, d_state, rank)
         self.out_norm1 = nn.LayerNorm(d_inner)
         self.out_norm2 = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(2 * d_inner, d_model, bias=False)

@@ -8,7 +8,6 @@ from unittest import mock
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import models
 from models.heads.diffusion import (DiffusionMaskHead, alpha_cosine_log_snr,
@@ -16,6 +15,7 @@ from models.heads.diffusion import (DiffusionMaskHead, alpha_cosine_log_snr,
 from models.heads.diffusion_attn import (MultiScaleDeformableAttention,
                                          deformable_attention_sample, sine_positional_encoding)
 from models.heads.fpn_neck import FPN
+from tests.models.test_samba import separable_batch
 from models.zoo.mamba_diffusion import (MAMBA_DIFFUSION_SIZES, PUBLISHED,
                                        MambaDiffusionBackbone)
 
@@ -36,15 +36,6 @@ def on_meta():
 
     with mock.patch.object(torch, "linspace", cpu_linspace), torch.device("meta"):
         yield
-
-
-def separable_batch(batch, hw, num_classes):
-    g = torch.Generator().manual_seed(0)
-    coarse = torch.randint(0, num_classes, (batch, 1, 4, 4), generator=g).float()
-    target = F.interpolate(coarse, size=(hw, hw), mode="nearest")[:, 0].long()
-    colours = torch.randn(num_classes, 3, generator=g)
-    rgb = colours[target].permute(0, 3, 1, 2) + 0.1 * torch.randn(batch, 3, hw, hw, generator=g)
-    return {"rgb": rgb, "x": (target == 1).float().unsqueeze(1)}, target
 
 
 # ----------------------------------------------------------------------------- diffusion maths
