@@ -1,4 +1,4 @@
-"""`ssmbench run | validate | report | profile | kernels | search | list | data`.
+"""`ssmbench run | validate | report | profile | profile-repro | kernels | search | list | data`.
 
 Every expected problem (a bad suite, a changed suite, bad data, an unknown name) is printed as
 one message naming the file, key or path, with exit code 2 and no traceback.
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_search_command(sub, _add_suite_args, _add_store_args)
     except ImportError:
         pass
+    from bench.latency_repro import add_repro_command
+
+    add_repro_command(sub, _add_suite_args)
     try:
         from bench.data.cli import add_data_commands
         add_data_commands(sub)
@@ -130,10 +133,11 @@ def cmd_profile(args) -> int:
     from bench.runner import run_suite
     from bench.suite import load_suite
 
+    from bench.latency_repro import profile_study_name
+
     profile_only = args.set_values + ["stages=[profile]"]
     suite = load_suite(args.suite, profile_only)
-    name = suite.name if load_suite(args.suite, args.set_values).spec.stages == ["profile"] \
-        else f"{suite.name}-profile"
+    name = profile_study_name(suite, load_suite(args.suite, args.set_values))
     outcome = run_suite(suite, storage=args.storage, fresh=args.fresh, runs_dir=args.runs_dir,
                         progress=not args.no_progress, set_values=profile_only, study_name=name,
                         reports_dir=args.reports_dir)
@@ -231,3 +235,7 @@ def main(argv: list[str] | None = None, default_command: str | None = None) -> i
     except BrokenPipeError:  # `ssmbench validate SUITE | head`: the reader left, not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (silences the flush at exit)
         return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,10 @@ one flat-ish dict the store keeps:
     params, params_m
     gmacs_<convention>, flops (by_module, by_operator, unsupported_ops, conventions note)
     flop_cross_check          fvcore vs torch.utils.flop_counter on matmuls and convolutions
-    latency_ms_{median,iqr,p90,mean,min}, latency_samples      batch 1, after warm-up
+    latency_ms_{median,iqr,p90,mean,min}, latency_samples      batch 1, after warm-up, of
+                              the quietest timing window; latency_windows, latency_ms_median_all
+                              (every timed call) and latency_drift say how steady the machine was
+    timer_check               torch.utils.benchmark.Timer on the same call (``timer_check``)
     throughput                one row per requested batch size (OOM back-off recorded)
     peak_mem_mb_{infer,train}, memory_method
     train_step_ms_*           one optimiser step (``train_step: true``)
@@ -36,8 +39,9 @@ from bench.profile_flops import (  # noqa: F401 - re-exported for callers of the
     DATA_MOVEMENT_OPS, ELEMENTWISE_OPS, TraceableModel, _PositionalWrapper, count_flops,
     flop_analysis, flop_counter_cross_check)
 from bench.profile_latency import (  # noqa: F401
-    MIN_SAMPLES, inference_fn, measure_latency, peak_memory, run_settings, summarise,
-    throughput_sweep, time_calls, to_channels_last, train_step_fn)
+    MIN_SAMPLES, TimerCrossCheck, inference_fn, measure_latency, peak_memory, run_settings,
+    steady_heap, summarise, summarise_windows, throughput_sweep, time_calls, time_windows,
+    timer_check_result, to_channels_last, train_step_fn)
 
 
 class ProfileError(Exception):
@@ -59,8 +63,25 @@ class ProfileSpec(BaseModel):
     #: scan backend while counting FLOPs (shapes are all a count needs)
     flop_scan_backend: str = "shape"
     latency: bool = True
+    #: untimed calls before timing: at least ``warmup`` calls and (if warmup > 0) ``warmup_s``
     warmup: int = Field(default=10, ge=0)
+    warmup_s: float = Field(default=0.5, ge=0)
+    #: calls per timing window (the issue's floor is 30; fewer are flagged in the result)
     samples: int = Field(default=30, ge=1)
+    #: windows are timed for at least ``min_time_s``, then until one is quiet (its median within
+    #: ``quiet_ratio`` of the fastest call) or ``max_time_s``; the quietest window is reported
+    #: (profile_latency.time_windows). min_time_s 0 and max_time_s 0: a single window
+    min_time_s: float = Field(default=2.0, ge=0)
+    max_time_s: float = Field(default=10.0, ge=0)
+    quiet_ratio: float = Field(default=1.10, ge=1.0)
+    max_windows: int = Field(default=1000, ge=1)
+    #: also time the call with torch.utils.benchmark.Timer and record the ratio
+    timer_check: bool = False
+    #: keep freed memory in the process while timing (glibc; profile_latency.steady_heap)
+    steady_heap: bool = True
+    #: time batch-1 latency in this many fresh processes and report the median one
+    #: (bench/profile_child.py); 1: in the profiling process itself
+    processes: int = Field(default=1, ge=1)
     #: throughput sweep; [1] = batch-1 latency only
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
     input_size: list[int] | None = None
@@ -164,24 +185,42 @@ def _compiled(model: nn.Module, spec: ProfileSpec, result: dict) -> nn.Module:
 def _latency(runner, model, inputs, spec, device, settings, clock, result) -> nn.Module:
     """Batch-1 latency and the throughput sweep; returns the module actually timed (eager when
     compilation failed on the first call)."""
-    call = inference_fn(runner, inputs, spec.precision, device)
-    try:
+    plan = dict(warmup_s=spec.warmup_s, min_time_s=spec.min_time_s,
+                max_time_s=spec.max_time_s, quiet_ratio=spec.quiet_ratio,
+                max_windows=spec.max_windows)
+
+    def timed(module):
+        call = inference_fn(module, inputs, spec.precision, device)
+        check = TimerCrossCheck(call, spec.samples) if spec.timer_check else None
         with clock.measure():
-            times = time_calls(call, spec.warmup, spec.samples, device)
-    except Exception as exc:  # noqa: BLE001
-        if runner is model:
-            raise
-        result["compile_error"] = f"{type(exc).__name__}: {exc}"
-        settings["compile"] = False
-        runner = model
-        with clock.measure():
-            times = time_calls(inference_fn(model, inputs, spec.precision, device),
-                               spec.warmup, spec.samples, device)
-    result.update(summarise(times))
+            return time_windows(call, spec.warmup, spec.samples, device, **plan,
+                                between_windows=check), check
+    if spec.processes > 1 and runner is model:
+        try:
+            with clock.measure():
+                _latency_in_processes(model, inputs, spec, device, plan, result)
+            windows = None
+        except RuntimeError as exc:
+            result["latency_processes_error"] = f"{exc}; timed in this process instead"
+    if "latency_processes" not in result:
+        try:
+            windows, check = timed(runner)
+        except Exception as exc:  # noqa: BLE001
+            if runner is model:
+                raise
+            result["compile_error"] = f"{type(exc).__name__}: {exc}"
+            settings["compile"] = False
+            runner = model
+            windows, check = timed(model)
+        result.update(summarise_windows(windows, quiet_ratio=spec.quiet_ratio))
+        if check is not None:
+            result["timer_check"] = check.result(result["latency_ms_median"])
     if spec.batch_sizes != [1]:
         with clock.measure():
             rows = throughput_sweep(runner, inputs, spec.batch_sizes, spec.warmup, spec.samples,
-                                    device, spec.precision, settings, known={1: times})
+                                    device, spec.precision, settings,
+                                    known={1: windows} if windows else None,
+                                    **plan)
         result["throughput"] = rows
         best = max((r for r in rows if r.get("samples_per_s")),
                    key=lambda r: r["samples_per_s"], default=None)
@@ -189,6 +228,32 @@ def _latency(runner, model, inputs, spec, device, settings, clock, result) -> nn
             result["throughput_samples_per_s"] = best["samples_per_s"]
             result["throughput_batch_size"] = best["batch_size"]
     return runner
+
+
+def _latency_in_processes(model, inputs, spec, device, plan, result) -> None:
+    """Batch-1 latency timed in ``spec.processes`` fresh processes; the result is the process
+    with the median latency (the lower middle one for an even count), its window statistics
+    and Timer check, and every process's median is kept (``latency_ms_process_medians``)."""
+    import kernels
+    from bench.profile_child import time_in_processes
+
+    job = {"model": model, "inputs": inputs, "threads": torch.get_num_threads(),
+           "device": str(device), "precision": spec.precision, "warmup": spec.warmup,
+           "samples": spec.samples, "plan": plan, "timer_check": spec.timer_check,
+           "steady_heap": spec.steady_heap,
+           "scan_backend": kernels.resolve_backend("auto", device.type).name}
+    runs = time_in_processes(job, spec.processes)
+    summaries = [summarise_windows(r["windows"], quiet_ratio=spec.quiet_ratio) for r in runs]
+    order = sorted(range(len(runs)), key=lambda i: summaries[i]["latency_ms_median"])
+    middle = order[(len(order) - 1) // 2]
+    result.update(summaries[middle])
+    result["latency_processes"] = len(runs)
+    result["latency_ms_process_medians"] = [s["latency_ms_median"] for s in summaries]
+    result["latency_protocol"] = (f"median of {len(runs)} processes, each: "
+                                  f"{summaries[middle]['latency_protocol']}")
+    if spec.timer_check:
+        result["timer_check"] = timer_check_result(runs[middle]["timer_means"], spec.samples,
+                                                   result["latency_ms_median"])
 
 
 def profile_model(model: nn.Module, example_inputs: dict[str, torch.Tensor], spec: ProfileSpec,
@@ -205,7 +270,9 @@ def profile_model(model: nn.Module, example_inputs: dict[str, torch.Tensor], spe
     previous_threads = torch.get_num_threads()
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    heap = contextlib.ExitStack()
     try:
+        allocator = heap.enter_context(steady_heap(spec.steady_heap))
         if spec.flops:
             _flops(model, inputs, spec, clock, result)
         if spec.channels_last:
@@ -214,6 +281,8 @@ def profile_model(model: nn.Module, example_inputs: dict[str, torch.Tensor], spe
         runner = _compiled(model, spec, result)
         settings = run_settings(device, spec.precision, spec.channels_last,
                                 runner is not model)
+        if device.type == "cpu":
+            settings["allocator"] = allocator or "system default"
         if spec.latency:
             runner = _latency(runner, model, inputs, spec, device, settings, clock, result)
         infer = inference_fn(runner, inputs, spec.precision, device)
@@ -249,6 +318,7 @@ def profile_model(model: nn.Module, example_inputs: dict[str, torch.Tensor], spe
         if breakdown:
             result["breakdown"] = breakdown
     finally:
+        heap.close()
         torch.set_num_threads(previous_threads)
         if spec.channels_last:
             model.to(memory_format=torch.contiguous_format)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import resource
 import statistics
 import sys
@@ -82,12 +83,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], Any], warmup: int, samples: int,
-               device: torch.device) -> list[float]:
-    """Milliseconds of ``samples`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
+def _timed_window(fn: Callable[[], Any], samples: int, device: torch.device) -> list[float]:
+    """Milliseconds of ``samples`` consecutive calls, each synchronised."""
     times = []
     if device.type == "cuda":
         for _ in range(samples):
@@ -106,6 +103,59 @@ def time_calls(fn: Callable[[], Any], warmup: int, samples: int,
     return times
 
 
+def warm_up(fn: Callable[[], Any], calls: int, seconds: float, device: torch.device) -> int:
+    """At least ``calls`` untimed calls and, when ``calls`` > 0, at least ``seconds`` of them
+    (allocator, caches, autotuning and the CPU's clock settle by time, not by count; a paper-
+    size forward of several seconds still warms up once). Returns the number of calls."""
+    start, done = time.perf_counter(), 0
+    while done < calls or (calls > 0 and time.perf_counter() - start < seconds):
+        fn()
+        done += 1
+    synchronize(device)
+    return done
+
+
+def time_windows(fn: Callable[[], Any], warmup: int, samples: int, device: torch.device,
+                 warmup_s: float = 0.0, min_time_s: float = 0.0, max_windows: int = 1,
+                 max_time_s: float | None = None, quiet_ratio: float | None = None,
+                 between_windows: Callable[[], Any] | None = None) -> list[list[float]]:
+    """After warm-up, windows of ``samples`` consecutive timed calls: at least one, at least
+    ``min_time_s`` of timed calls, then more until a *quiet* window, one whose median is within
+    ``quiet_ratio`` of the fastest call seen, or until ``max_time_s`` (or ``max_windows``).
+
+    Why: on a shared or virtualised CPU a neighbour's load slows every call by up to 2x for
+    stretches of one to ten seconds (measured on this project's 2-core VM: Sigma nano ran at
+    17 ms in some processes and 26-30 ms for all of 8 s in others), so the median of one short
+    run says how busy the host was. Timing until a quiet stretch and summarising the quietest
+    window (``summarise_windows``) is timeit's min-of-repeats rule applied to window medians;
+    on the traces above it brought six runs' medians within 4-6% of each other, and the runs
+    that found no quiet stretch are flagged rather than reported as if they had.
+    ``between_windows`` runs after each window, untimed (the Timer cross-check interleaves its
+    windows with ours there, so both clocks see the same stretches of the host's load)."""
+    warm_up(fn, warmup, warmup_s, device)
+    max_time_s = min_time_s if max_time_s is None else max(max_time_s, min_time_s)
+    windows: list[list[float]] = []
+    timed_s, best, fastest = 0.0, float("inf"), float("inf")
+    while True:
+        window = _timed_window(fn, samples, device)
+        windows.append(window)
+        if between_windows is not None:
+            between_windows()
+        timed_s += sum(window) / 1e3
+        best, fastest = min(best, statistics.median(window)), min(fastest, min(window))
+        if len(windows) >= max_windows or timed_s >= max_time_s:
+            break
+        if timed_s >= min_time_s and (quiet_ratio is None or best <= quiet_ratio * fastest):
+            break
+    return windows
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, samples: int,
+               device: torch.device) -> list[float]:
+    """Milliseconds of ``samples`` calls of ``fn`` after ``warmup`` untimed ones (one window)."""
+    return time_windows(fn, warmup, samples, device)[0]
+
+
 def summarise(times: list[float], prefix: str = "latency_ms") -> dict[str, Any]:
     q1, q3, p90 = np.percentile(times, [25, 75, 90])
     prefix_samples = prefix.replace("_ms", "") + "_samples"
@@ -115,6 +165,64 @@ def summarise(times: list[float], prefix: str = "latency_ms") -> dict[str, Any]:
     if len(times) < MIN_SAMPLES:
         out[f"{prefix}_note"] = f"{len(times)} samples (< {MIN_SAMPLES}): reduced for cost"
     return out
+
+
+def summarise_windows(windows: list[list[float]], prefix: str = "latency_ms",
+                      quiet_ratio: float | None = None) -> dict[str, Any]:
+    """``summarise`` of the quietest window (lowest median), plus what all windows together
+    say: ``<stem>_windows``; ``<prefix>_median_all``, the median over every timed call;
+    ``<stem>_drift`` = median_all / quietest median - 1, how much slower the machine was
+    outside its quietest stretch (0 with one window, about 0 on a quiet machine);
+    ``<prefix>_fastest``, the fastest call; ``<stem>_contention`` = quietest median / fastest
+    call - 1; and with ``quiet_ratio``, ``<stem>_quiet``: whether the quietest window was
+    within that ratio of the fastest call (False: the host was busy throughout)."""
+    best = min(windows, key=statistics.median)
+    out = summarise(best, prefix)
+    stem = prefix.replace("_ms", "")
+    every = [t for window in windows for t in window]
+    median_all = float(statistics.median(every))
+    fastest = float(min(every))
+    out[f"{stem}_windows"] = len(windows)
+    out[f"{prefix}_median_all"] = median_all
+    out[f"{stem}_drift"] = median_all / out[f"{prefix}_median"] - 1.0
+    out[f"{prefix}_fastest"] = fastest
+    out[f"{stem}_contention"] = out[f"{prefix}_median"] / fastest - 1.0 if fastest > 0 else 0.0
+    if quiet_ratio is not None:
+        out[f"{stem}_quiet"] = bool(out[f"{prefix}_median"] <= quiet_ratio * fastest)
+    out[f"{stem}_protocol"] = (f"median of the quietest of {len(windows)} window(s) of "
+                               f"{len(best)} consecutive calls")
+    return out
+
+
+class TimerCrossCheck:
+    """The same call timed by ``torch.utils.benchmark.Timer`` (its own clock, and its own CUDA
+    synchronisation on a GPU): one ``Timer.timeit(samples)`` window after each of the
+    profiler's windows (``time_windows(between_windows=check)``), the quietest taken, as the
+    profiler does. Timer gives a mean per call per window, so the ratio compares our
+    quietest-window median with Timer's quietest-window mean."""
+
+    def __init__(self, fn: Callable[[], Any], samples: int):
+        from torch.utils.benchmark import Timer
+
+        self.samples = samples
+        self.timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self.means: list[float] = []
+
+    def __call__(self) -> None:
+        self.means.append(self.timer.timeit(self.samples).mean * 1e3)
+
+    def result(self, profiler_ms: float) -> dict[str, Any]:
+        if not self.means:
+            self()
+        return timer_check_result(self.means, self.samples, profiler_ms)
+
+
+def timer_check_result(means: list[float], samples: int, profiler_ms: float) -> dict[str, Any]:
+    best = min(means)
+    return {"timer_ms": best, "profiler_ms": profiler_ms, "ratio": profiler_ms / best,
+            "windows": len(means), "samples": samples,
+            "method": "torch.utils.benchmark.Timer.timeit(samples) after each profiler window; "
+                      "the quietest window's mean per call"}
 
 
 def inference_fn(model: nn.Module, inputs: dict[str, torch.Tensor], precision: str,
@@ -127,11 +235,13 @@ def inference_fn(model: nn.Module, inputs: dict[str, torch.Tensor], precision: s
 
 def measure_latency(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int,
                     samples: int, device: str | torch.device = "cpu",
-                    precision: str = "fp32") -> dict[str, Any]:
-    """Batch latency of ``model(inputs)`` in inference mode: median / IQR / p90 in ms."""
+                    precision: str = "fp32", **plan) -> dict[str, Any]:
+    """Batch latency of ``model(inputs)`` in inference mode: median / IQR / p90 in ms of the
+    quietest window. ``plan``: ``time_windows``'s keywords (default: one window)."""
     device = torch.device(device)
-    times = time_calls(inference_fn(model, inputs, precision, device), warmup, samples, device)
-    return summarise(times)
+    windows = time_windows(inference_fn(model, inputs, precision, device), warmup, samples,
+                           device, **plan)
+    return summarise_windows(windows, quiet_ratio=plan.get("quiet_ratio"))
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -150,11 +260,12 @@ def _free_cache(device: torch.device) -> None:
 
 def throughput_sweep(model: nn.Module, inputs: dict[str, torch.Tensor], batch_sizes: list[int],
                      warmup: int, samples: int, device: torch.device, precision: str,
-                     settings: dict, known: dict[int, list[float]] | None = None
-                     ) -> list[dict[str, Any]]:
-    """Samples per second at each batch size. A batch that runs out of memory is halved until
-    it fits (timm's back-off, by halving); the row records what was asked, what ran and every
-    size that failed. ``known`` maps batch sizes already timed to their times (no re-run)."""
+                     settings: dict, known: dict[int, list[list[float]]] | None = None,
+                     **plan) -> list[dict[str, Any]]:
+    """Samples per second at each batch size, timed as ``time_windows`` does. A batch that runs
+    out of memory is halved until it fits (timm's back-off, by halving); the row records what
+    was asked, what ran and every size that failed. ``known`` maps batch sizes already timed to
+    their windows (no re-run)."""
     rows = []
     for requested in batch_sizes:
         size, failed, times, error = requested, [], None, None
@@ -164,8 +275,8 @@ def throughput_sweep(model: nn.Module, inputs: dict[str, torch.Tensor], batch_si
                     times = known[size]
                 else:
                     batch = batch_of(inputs, size, settings.get("channels_last", False))
-                    times = time_calls(inference_fn(model, batch, precision, device), warmup,
-                                       samples, device)
+                    times = time_windows(inference_fn(model, batch, precision, device),
+                                         warmup, samples, device, **plan)
                 break
             except Exception as exc:  # noqa: BLE001 - only OOM is retried
                 if not is_oom(exc):
@@ -179,7 +290,7 @@ def throughput_sweep(model: nn.Module, inputs: dict[str, torch.Tensor], batch_si
         row = {"batch_size_requested": requested, "batch_size": size if times else None,
                "oom_batch_sizes": failed, **settings}
         if times:
-            stats = summarise(times, "step_ms")
+            stats = summarise_windows(times, "step_ms", plan.get("quiet_ratio"))
             row.update(stats)
             row["samples_per_s"] = size / stats["step_ms_median"] * 1e3
         else:
@@ -204,17 +315,58 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def steady_heap(enabled: bool = True):
+    """Keep freed memory in the process while timing. By default glibc hands large blocks
+    back to the OS on free (mmap'ed blocks, a trimmed heap top), so every forward faults its
+    activations in again: several hundred page faults per call for Sigma nano at 128x128 on
+    this VM, 15-70% of its time and most of its spread. Raising both thresholds reuses memory,
+    as a long-running server with jemalloc does (``torch.backends.xeon.run_cpu`` preloads
+    jemalloc with dirty/muzzy decay switched off for the same reason). Yields what was set (None
+    where glibc is absent); on exit the thresholds go back to what glibc's dynamic thresholds
+    reach for PyTorch workloads (mmap 32 MiB, trim 64 MiB), so the next free above 64 MiB
+    trims the heap as usual (no explicit trim here: it costs ~0.1 s of harness time)."""
+    libc = _libc() if enabled and sys.platform.startswith("linux") else None
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        yield None
+        return
+    big = 1 << 30
+    mmap_set = big if mallopt(_M_MMAP_THRESHOLD, big) else (32 << 20) * bool(
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    trim_set = big if mallopt(_M_TRIM_THRESHOLD, big) else 0
+    try:
+        yield (f"glibc, freed memory kept while timing (mallopt mmap threshold "
+               f"{mmap_set >> 20} MiB, trim threshold {trim_set >> 20} MiB)"
+               if mmap_set and trim_set else None)
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
 def _trim_heap() -> None:
     """Hand freed heap pages back to the OS (glibc ``malloc_trim``), so that the resident set
     before a call is what is live, not what earlier cells freed but the allocator kept."""
-    import ctypes
     import gc
 
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _reset_rss_peak() -> bool:

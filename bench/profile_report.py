@@ -4,6 +4,7 @@ under (bench/report.py inserts it; the numbers come from ``profile_model`` via t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -60,7 +61,12 @@ def summary_table(cells) -> pd.DataFrame:
             "no handle": sum((p.get("unsupported_ops") or {}).values()),
             "latency ms (IQR, p90)": (f"{_num(latency)} ({_num(p.get('latency_ms_iqr'), 2)}, "
                                       f"{_num(p.get('latency_ms_p90'))})" if latency else "–"),
-            "samples": p.get("latency_samples", "–"),
+            "samples": (f"{p.get('latency_samples')}×{p['latency_windows']}"
+                        + (f", {p['latency_processes']} proc" if p.get("latency_processes")
+                           else "")
+                        if p.get("latency_windows") else p.get("latency_samples", "–")),
+            "drift %": _num(p["latency_drift"] * 100, 2) if "latency_drift" in p else "–",
+            "quiet": {True: "yes", False: "no"}.get(p.get("latency_quiet"), "–"),
             "img/s (batch)": (f"{_num(p['throughput_samples_per_s'])} "
                               f"({p.get('throughput_batch_size')})"
                               if p.get("throughput_samples_per_s") else "–"),
@@ -131,7 +137,7 @@ def settings_lines(cells) -> list[str]:
             seen.setdefault(key, set()).add(str(value))
         if p.get("memory_method"):
             seen.setdefault("memory", set()).add(p["memory_method"])
-        for key in ("latency_ms_note", "compile_error"):
+        for key in ("latency_ms_note", "compile_error", "latency_processes_error"):
             if p.get(key):
                 notes.append(f"- {_cell_name(cfg)}: {key.split('_')[0]} {p[key]}")
         backend = (p.get("flops") or {}).get("scan_backend")
@@ -141,8 +147,9 @@ def settings_lines(cells) -> list[str]:
     return lines + notes
 
 
-def profile_section(store, max_depth: int = 1) -> list[str]:
-    """Markdown lines of the profile section ([] when no cell has a profile)."""
+def profile_section(store, max_depth: int = 1, out_dir=None) -> list[str]:
+    """Markdown lines of the profile section ([] when no cell has a profile); links
+    ``latency_repro.md`` when ``ssmbench profile-repro`` wrote one into ``out_dir``."""
     cells = profiled_cells(store)
     if not cells:
         return []
@@ -150,10 +157,27 @@ def profile_section(store, max_depth: int = 1) -> list[str]:
              "FLOPs as fvcore GMACs (one multiply-add = one FLOP): *published* skips the "
              "selective scan and element-wise ops (the seed repositories' counting), *full* "
              "adds the scan as 9·B·L·D·N + B·D·L; *scan +%* is what the scan adds. Latency: "
-             "batch 1, median of the timed calls after warm-up (IQR, p90). Peak memory: the "
+             "batch 1, after warm-up, the median (IQR, p90) of the quietest of the timing "
+             "windows (*samples*: calls × windows; with *N proc*, the median of N fresh "
+             "processes, each timed so); *drift %*: how much slower the median over "
+             "every timed call was, i.e. how busy the machine was; *quiet*: whether a window's "
+             "median came within `profile.quiet_ratio` of the fastest call (no: the host was "
+             "busy throughout and the figure is an upper bound). Peak memory: the "
              "peak during one call (method below), in brackets what the call added above the "
              "memory held before it.",
              "", summary_table(cells).to_markdown(index=False), ""]
+    cross = [(cfg, p["timer_check"]) for cfg, p, _ in cells if p.get("timer_check")]
+    if cross:
+        lines += ["### Latency against torch.utils.benchmark.Timer", "",
+                  "The same call timed by `Timer.timeit(samples)` over as many windows (its "
+                  "quietest window's mean per call).", "",
+                  pd.DataFrame([{"cell": _cell_name(cfg), "ours ms": _num(c["profiler_ms"]),
+                                 "Timer ms": _num(c["timer_ms"]),
+                                 "ours / Timer": f"{c['ratio']:.3f}"}
+                                for cfg, c in cross]).to_markdown(index=False), ""]
+    if out_dir is not None and (Path(out_dir) / "latency_repro.md").exists():
+        lines += ["Back-to-back runs of this suite compared: [latency_repro.md]"
+                  "(latency_repro.md) (`ssmbench profile-repro`).", ""]
     table = breakdown_table(cells)
     if table is not None:
         lines += ["### Where the time goes", "",

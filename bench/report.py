@@ -23,9 +23,10 @@ CONVENTIONS = (
     "they are given as GMACs. *published*: the seed repositories' counting (the selective scan "
     "and element-wise ops are not counted); *full*: the scan counted as 9·B·L·D·N + B·D·L "
     "(+ B·D·L with a z gate), cross-scan / cross-merge as data movement (0). Latency: batch 1, "
-    "median of the stated number of timed calls after warm-up, with the interquartile range; "
-    "threads and precision as listed. Metrics are percentages from one confusion matrix over the "
-    "whole split (mmseg's definitions); mean ± sample std over seeds.")
+    "after warm-up, the median of the quietest window of timed calls (see the Profile section), "
+    "with its interquartile range; threads and precision as listed. Metrics are percentages "
+    "from one confusion matrix over the whole split (mmseg's definitions); mean ± sample std "
+    "over seeds.")
 
 
 def _dataset_tag(ds: dict) -> str:
@@ -339,7 +340,7 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
             lines += [f"### {name}\n\n![{name}]({path.name})\n" for name, path in plots]
     from bench.profile_report import profile_section  # FLOPs, latency, memory, breakdown
 
-    lines += profile_section(store)
+    lines += profile_section(store, out_dir=out_dir)
     if not failed.empty:
         lines += ["## Failed cells", ""]
         lines += [f"- `{r.label}`: {r.error}" for r in failed.itertuples()]

@@ -28,6 +28,6 @@ grid:
   seeds: [0]
 train: {iterations: 12, batch_size: 8, lr: 0.01, threads: 1, checkpoint_every: 4}
 eval: {corruptions: [clean]}
-profile: {samples: 3, warmup: 1}
+profile: {samples: 3, warmup: 1, warmup_s: 0, min_time_s: 0, max_time_s: 0}
 report: {baseline: {fusion: rgb_only}}
 """

@@ -206,8 +206,9 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_profile_model_fields_memory_breakdown_and_settings():
-    spec = ProfileSpec(warmup=1, samples=3, batch_sizes=[1, 2], train_step=True,
-                       train_samples=2, breakdown=True, cross_check=True, threads=1)
+    spec = ProfileSpec(warmup=1, samples=3, min_time_s=0, max_time_s=0, batch_sizes=[1, 2],
+                       train_step=True, train_samples=2, breakdown=True, cross_check=True,
+                       threads=1)
     model = ToyScanModel()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = profile_model(model, toy_inputs(), spec, "cpu")
@@ -238,7 +239,8 @@ def test_reduced_precision_runs_under_autocast(precision):
     net = models.create_model("dualcnn", size="nano", num_classes=4,
                               modalities={"rgb": 3, "x": 1})
     inputs = {"rgb": torch.randn(1, 3, 32, 32), "x": torch.randn(1, 1, 32, 32)}
-    spec = ProfileSpec(flops=False, warmup=0, samples=2, precision=precision, train_step=True,
+    spec = ProfileSpec(flops=False, warmup=0, samples=2, max_time_s=0, min_time_s=0,
+                       precision=precision, train_step=True,
                        train_samples=1, memory=False, batch_sizes=[1, 2])
     result = profile_model(net, inputs, spec)
     assert result["env"]["precision"] == precision
@@ -250,7 +252,8 @@ def test_channels_last_is_restored_and_recorded():
     net = models.create_model("dualcnn", size="nano", num_classes=4,
                               modalities={"rgb": 3, "x": 1})
     inputs = {"rgb": torch.randn(1, 3, 32, 32), "x": torch.randn(1, 1, 32, 32)}
-    spec = ProfileSpec(flops=False, warmup=0, samples=2, channels_last=True, memory=False)
+    spec = ProfileSpec(flops=False, warmup=0, samples=2, min_time_s=0, max_time_s=0,
+                       channels_last=True, memory=False)
     result = profile_model(net, inputs, spec)
     assert result["env"]["channels_last"] is True
     conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))

@@ -18,7 +18,8 @@ grid:
   seeds: [0, 1]
 stages: [profile]
 train: {threads: 1}
-profile: {warmup: 2, samples: 30, input_size: [32, 32], threads: 1}
+profile: {warmup: 2, warmup_s: 0.1, samples: 30, min_time_s: 0.4, max_time_s: 0.6,
+          input_size: [32, 32], threads: 1}
 """
 
 

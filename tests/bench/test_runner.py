@@ -187,7 +187,7 @@ grid:
 train: {{iterations: 2, batch_size: 2, threads: 1}}
 eval: {{protocol: {{mode: slide, crop: [8, 8], stride_rate: 0.667, windows: sigma}},
         corruptions: [clean, x_missing]}}
-profile: {{samples: 2, warmup: 0}}
+profile: {{samples: 2, warmup: 0, min_time_s: 0, max_time_s: 0}}
 """)
     assert _run(suite, tmp_path) == 0
     report = (tmp_path / "reports" / "mfnet_tiny" / "README.md").read_text()
