@@ -88,3 +88,32 @@ def test_harness_overhead_per_cell(write_suite, tmp_path):
     # must not fail the test
     assert statistics.median(per_cell) < 0.05, per_cell
     assert suite_wall > sum(measured)
+
+
+def test_profile_repro_compares_two_fresh_runs(write_suite, tmp_path, capsys):
+    """`ssmbench profile-repro`: two `ssmbench profile` processes, one table; the exit code
+    says whether every cell's runs agree within the tolerance."""
+    from bench.latency_repro import compare_runs
+
+    path = write_suite(TOY_SUITE)
+    code = main(["profile-repro", str(path), "--runs-dir", str(tmp_path / "runs"),
+                 "--reports-dir", str(tmp_path / "reports"), "--no-progress",
+                 "--tolerance", "100"])
+    assert code == 0
+    table = (tmp_path / "reports" / "toy" / "latency_repro.md").read_text()
+    assert "2 back-to-back `ssmbench profile` processes" in table
+    assert "dualcnn/nano/add/toy_rgbx/seed0" in table and "2 of 2 cells within it" in table
+    runs = [tmp_path / "runs" / "toy-repro" / f"run{i}" for i in (1, 2)]
+    frame = compare_runs("toy-profile", runs, tolerance=100)
+    stored = [CellStore("toy-profile", None, d).latest_results() for d in runs]
+    assert len(frame) == 2
+    for _, row in frame.iterrows():
+        medians = [next(t.user_attrs["profile"]["latency_ms_median"] for t in s
+                        if t.user_attrs["label"] == row["cell"]) for s in stored]
+        assert row["run 1 ms"] == round(medians[0], 3)
+        assert row["run 2 ms"] == round(medians[1], 3)
+        assert row["difference %"] == round((max(medians) / min(medians) - 1) * 100, 1)
+    assert set(compare_runs("toy-profile", runs, tolerance=-1)["within"]) == {"no"}
+    assert main(["profile-repro", str(path), "--runs", "1", "--runs-dir",
+                 str(tmp_path / "runs")]) == 2
+    assert "--runs must be at least 2" in capsys.readouterr().err
