@@ -128,8 +128,9 @@ def time_windows(fn: Callable[[], Any], warmup: int, samples: int, device: torch
     17 ms in some processes and 26-30 ms for all of 8 s in others), so the median of one short
     run says how busy the host was. Timing until a quiet stretch and summarising the quietest
     window (``summarise_windows``) is timeit's min-of-repeats rule applied to window medians;
-    on the traces above it brought six runs' medians within 4-6% of each other, and the runs
-    that found no quiet stretch are flagged rather than reported as if they had.
+    replayed on six 8-s traces per model, the runs that found a quiet window agreed within 4%
+    (Sigma nano) and 6% (dualcnn nano), and the runs that found none are flagged rather than
+    reported as if they had.
     ``between_windows`` runs after each window, untimed (the Timer cross-check interleaves its
     windows with ours there, so both clocks see the same stretches of the host's load)."""
     warm_up(fn, warmup, warmup_s, device)
