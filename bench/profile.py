@@ -40,8 +40,8 @@ from bench.profile_flops import (  # noqa: F401 - re-exported for callers of the
     flop_analysis, flop_counter_cross_check)
 from bench.profile_latency import (  # noqa: F401
     MIN_SAMPLES, TimerCrossCheck, inference_fn, measure_latency, peak_memory, run_settings,
-    steady_heap, summarise, summarise_windows, throughput_sweep, time_calls, time_windows,
-    timer_check_result, to_channels_last, train_step_fn)
+    steady_heap, summarise, summarise_windows, throughput_sweep, time_calls, time_inference,
+    time_windows, timer_check_result, to_channels_last, train_step_fn)
 
 
 class ProfileError(Exception):
@@ -190,16 +190,14 @@ def _latency(runner, model, inputs, spec, device, settings, clock, result) -> nn
                 max_windows=spec.max_windows)
 
     def timed(module):
-        call = inference_fn(module, inputs, spec.precision, device)
-        check = TimerCrossCheck(call, spec.samples) if spec.timer_check else None
         with clock.measure():
-            return time_windows(call, spec.warmup, spec.samples, device, **plan,
-                                between_windows=check), check
+            return time_inference(module, inputs, spec.precision, device, spec.warmup,
+                                  spec.samples, spec.timer_check, **plan)
+    windows = None
     if spec.processes > 1 and runner is model:
         try:
             with clock.measure():
                 _latency_in_processes(model, inputs, spec, device, plan, result)
-            windows = None
         except RuntimeError as exc:
             result["latency_processes_error"] = f"{exc}; timed in this process instead"
     if "latency_processes" not in result:

@@ -23,17 +23,15 @@ import torch
 def run_job(job: dict) -> dict[str, Any]:
     """Time one pickled call as ``time_windows`` does; the windows (and Timer's means)."""
     import kernels
-    from bench.profile_latency import TimerCrossCheck, inference_fn, steady_heap, time_windows
+    from bench.profile_latency import steady_heap, time_inference
 
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     model = job["model"].to(device).eval()
     inputs = {k: v.to(device) for k, v in job["inputs"].items()}
-    call = inference_fn(model, inputs, job["precision"], device)
-    check = TimerCrossCheck(call, job["samples"]) if job["timer_check"] else None
     with steady_heap(job["steady_heap"]), kernels.scan_backend(job["scan_backend"]):
-        windows = time_windows(call, job["warmup"], job["samples"], device, **job["plan"],
-                               between_windows=check)
+        windows, check = time_inference(model, inputs, job["precision"], device, job["warmup"],
+                                        job["samples"], job["timer_check"], **job["plan"])
     return {"windows": windows, "timer_means": check.means if check else None}
 
 

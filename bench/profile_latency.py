@@ -234,14 +234,23 @@ def inference_fn(model: nn.Module, inputs: dict[str, torch.Tensor], precision: s
     return call
 
 
+def time_inference(model: nn.Module, inputs: dict[str, torch.Tensor], precision: str,
+                   device: torch.device, warmup: int, samples: int, timer_check: bool = False,
+                   **plan) -> tuple[list[list[float]], TimerCrossCheck | None]:
+    """``time_windows`` of ``model(inputs)`` in inference mode, with the Timer cross-check
+    interleaved when asked: the one timing routine of the profiling process and of
+    ``bench/profile_child.py``."""
+    call = inference_fn(model, inputs, precision, device)
+    check = TimerCrossCheck(call, samples) if timer_check else None
+    return time_windows(call, warmup, samples, device, **plan, between_windows=check), check
+
 def measure_latency(model: nn.Module, inputs: dict[str, torch.Tensor], warmup: int,
                     samples: int, device: str | torch.device = "cpu",
                     precision: str = "fp32", **plan) -> dict[str, Any]:
     """Batch latency of ``model(inputs)`` in inference mode: median / IQR / p90 in ms of the
     quietest window. ``plan``: ``time_windows``'s keywords (default: one window)."""
     device = torch.device(device)
-    windows = time_windows(inference_fn(model, inputs, precision, device), warmup, samples,
-                           device, **plan)
+    windows, _ = time_inference(model, inputs, precision, device, warmup, samples, **plan)
     return summarise_windows(windows, quiet_ratio=plan.get("quiet_ratio"))
 
 
@@ -276,8 +285,8 @@ def throughput_sweep(model: nn.Module, inputs: dict[str, torch.Tensor], batch_si
                     times = known[size]
                 else:
                     batch = batch_of(inputs, size, settings.get("channels_last", False))
-                    times = time_windows(inference_fn(model, batch, precision, device),
-                                         warmup, samples, device, **plan)
+                    times, _ = time_inference(model, batch, precision, device, warmup,
+                                              samples, **plan)
                 break
             except Exception as exc:  # noqa: BLE001 - only OOM is retried
                 if not is_oom(exc):
