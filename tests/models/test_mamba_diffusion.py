@@ -2,7 +2,6 @@
 pairs and update, sine encoding, deformable sampling), the FPN neck, the encoder's feedback
 wiring, the paper configuration's parameters, and training / deterministic sampling at CPU size."""
 import math
-import re
 from contextlib import contextmanager
 from unittest import mock
 
@@ -245,56 +244,6 @@ def test_nano_loss_decreases_over_50_iterations(nano):
     with torch.no_grad():
         accuracy = (nano(inputs).argmax(1) == target).float().mean()
     assert accuracy > 0.5
-
-
-def to_upstream(key, dcf_depths):
-    """Our key -> the upstream DDP checkpoint's (hand-written inverse of the filter)."""
-    rules = [
-        (r"^encoder_a\.patch_embed\.", "backbone.patch_embed_A."),
-        (r"^encoder_b\.patch_embed\.", "backbone.patch_embed_B."),
-        (r"^encoder_a\.layers\.", "backbone.layers_a."),
-        (r"^encoder_b\.layers\.", "backbone.layers_b."),
-        (r"^fusion\.outnorm_([ab])\.(\d+)\.", "backbone.outnorm_{0}{1}."),
-        (r"^head\.neck\.fpn\.", "neck.0."),
-        (r"^head\.neck\.merge\.", "neck.1."),
-        (r"^head\.transform\.", "transform.conv."),
-        (r"^head\.decode_head\.layers\.(\d+)\.attn\.", "{L}.attentions.0."),
-        (r"^head\.decode_head\.layers\.(\d+)\.norm1\.", "{L}.norms.0."),
-        (r"^head\.decode_head\.layers\.(\d+)\.norm2\.", "{L}.norms.1."),
-        (r"^head\.decode_head\.layers\.(\d+)\.ffn\.0\.", "{L}.ffns.0.layers.0.0."),
-        (r"^head\.decode_head\.layers\.(\d+)\.ffn\.3\.", "{L}.ffns.0.layers.1."),
-        (r"^head\.decode_head\.layers\.(\d+)\.time_mlp\.", "{L}.time_mlp."),
-        (r"^head\.decode_head\.conv_seg\.", "decode_head.conv_seg."),
-        (r"^head\.", ""),
-        (r"^aux_head\.", "auxiliary_head."),
-    ]
-    m = re.match(r"^fusion\.blocks\.(\d+)\.(\d+)\.", key)
-    if m:
-        i, j = int(m.group(1)), int(m.group(2))
-        layer = (f"fuse_layers.{i}.blocks.{j}" if j < dcf_depths[i]
-                 else f"fuse_layersv2.{i}.blocks.{j - dcf_depths[i]}")
-        return f"backbone.{layer}." + key[m.end():]
-    for pattern, target in rules:
-        m = re.match(pattern, key)
-        if m:
-            target = target.replace("{L}", "decode_head.encoder.layers.{0}")
-            return target.format(*m.groups()) + key[m.end():]
-    raise AssertionError(f"no upstream name for {key}")
-
-
-def test_upstream_checkpoint_keys_load(nano, tmp_path):
-    from models.pretrained import load_pretrained
-    depths = nano.fusion.depths["dcf"]
-    upstream = {to_upstream(k, depths): v + 1 if v.is_floating_point() else v
-                for k, v in nano.state_dict().items()}
-    assert "backbone.fuse_layersv2.0.blocks.0.m_a.x_proj_weight" in upstream
-    upstream["backbone.classifier.head.weight"] = torch.zeros(7, 128)           # unused upstream
-    upstream["backbone.fuse_layers.0.blocks.0.m_a.out_proj_b.weight"] = torch.zeros(16, 32)
-    torch.save({"state_dict": upstream}, tmp_path / "ddp.pth")
-    report = load_pretrained(nano, tmp_path / "ddp.pth")
-    assert report.ok, report.summary()
-    torch.testing.assert_close(nano.fusion.outnorm_b[3].weight,
-                               upstream["backbone.outnorm_b3.weight"])
 
 
 def test_ce_averages_over_all_pixels_as_mmseg_avg_non_ignore_false():
