@@ -252,9 +252,10 @@ def verdict(entry: ZooEntry, measured: dict[str, Any]) -> str:
 
 def reconstructed_note(entry: ZooEntry, measured: dict[str, Any]) -> str | None:
     """"VFE 29.21M + ASAF 3.52M + DFE 0.00M = 32.73M of 51.66M (63.4 %)", or None."""
-    parts = measured.get("reconstructed_params_m") or {}
-    if not parts:
+    measured_parts = measured.get("reconstructed_params_m") or {}
+    if not measured_parts:
         return None
+    parts = {k: measured_parts[k] for k in entry.reconstructed if k in measured_parts}
     share = sum(parts.values())
     return (" + ".join(f"{k} {v:.2f}M" for k, v in parts.items())
             + f" = {share:.2f}M of {measured['params_m']:.2f}M "
@@ -340,7 +341,8 @@ def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
     for entry, m in rows:
         mods = (m or {}).get("by_module", {})
         if mods:
-            parts = ", ".join(f"{k} {v['full']:.2f}" for k, v in mods.items())
+            # sorted: the cache stores them sorted, fvcore's own order varies between processes
+            parts = ", ".join(f"{k} {v['full']:.2f}" for k, v in sorted(mods.items()))
             lines.append(f"- {entry.system}: {parts}")
     lines.append("")
     return "\n".join(lines)
