@@ -17,8 +17,9 @@ The oracle is stricter than upstream's (its reference runs in the input dtype wi
 arithmetic): the sequential recurrence (``ref`` backend) in float64 on the same, already
 rounded, inputs and the same output cotangent.
 
-Runtime (12 s on 2 idle cores, about a minute when they are shared): the full flag grid (16 flag combinations x 2 group counts x
-3 dtypes x 3 backends) runs at the short lengths, one length per flag combination in turn; every
+Runtime (12 s on 2 idle cores, about a minute when they are shared): the full flag grid
+(16 flag combinations x 2 group counts x 3 dtypes x 3 backends) runs at the short lengths, one
+length per flag combination in turn; every
 length of the list runs for every dtype and backend with upstream's active flags (D, z,
 delta_bias, softplus, groups 2), so 1024..4096 are covered without the whole grid at each length.
 """
