@@ -7,10 +7,17 @@ IoU 0/0 = NaN and is skipped by the ``nanmean`` of the summary.
 
     aAcc  = sum_k I_k / sum_k label_k
     IoU_k = I_k / (pred_k + label_k - I_k)      Acc_k = I_k / label_k
-    F1_k  = 2 I_k / (pred_k + label_k)          (mmseg's Dice; equals 2PR/(P+R) wherever P and R
-                                                 are defined, and is 0, not NaN, for a class that
-                                                 is labelled but never predicted)
+    Precision_k = I_k / pred_k                  Recall_k = I_k / label_k
+    Fscore_k = 2 P_k R_k / (P_k + R_k)          (mmseg's ``mFscore``, beta 1: NaN when P or R is
+                                                 0/0 or both are 0, i.e. a class that is never
+                                                 predicted or never hit, so the nan-mean leaves it
+                                                 out)
+    Dice_k = 2 I_k / (pred_k + label_k)         (mmseg's ``mDice``: 0 for a class labelled or
+                                                 predicted but never hit)
     kappa = (p_o - p_e) / (1 - p_e)             Cohen's kappa over the same matrix
+"mF1" and the per-class "F1" are the F-score (mFscore), the figure ISPRS papers (MS2MNet, Samba)
+publish as mF1 from mmseg's ``mFscore``; they differ from mDice exactly where a class has no
+intersection (tests/bench/test_metrics.py).
 Means are over ``eval_classes`` when given (ISPRS papers leave clutter out), else all classes.
 Summary values are percentages, as mmseg prints them.
 """
@@ -31,7 +38,11 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
         bad = label[(label < 0) | (label >= num_classes)][0].item()
         raise ValueError(f"label value {bad} outside 0..{num_classes - 1} and not the ignore "
                          f"index {ignore_index}")
-    index = label * num_classes + pred.clamp(0, num_classes - 1)
+    if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
+        bad = pred[(pred < 0) | (pred >= num_classes)][0].item()
+        raise ValueError(f"predicted class {bad} outside 0..{num_classes - 1}: the model's "
+                         f"output has more channels than the dataset's {num_classes} classes")
+    index = label * num_classes + pred
     return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
@@ -59,7 +70,8 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def segmentation_metrics(matrix: np.ndarray, eval_classes: list[int] | None = None,
                          class_names: list[str] | None = None) -> dict:
-    """aAcc, mIoU, mAcc, mF1, kappa (percent) and per-class IoU / Acc / F1 (percent, NaN where
+    """aAcc, mIoU, mAcc, mFscore (= mF1), mPrecision, mRecall, mDice, kappa (percent) and the
+    per-class IoU / Acc / Fscore (= F1) / Precision / Recall / Dice (percent, NaN where
     undefined) from a (K, K) confusion matrix (rows = label)."""
     cm = np.asarray(matrix, dtype=np.float64)
     k = cm.shape[0]
@@ -70,13 +82,19 @@ def segmentation_metrics(matrix: np.ndarray, eval_classes: list[int] | None = No
     union = area_pred + area_label - intersect
     iou = _divide(intersect, union)
     acc = _divide(intersect, area_label)
-    f1 = _divide(2 * intersect, area_pred + area_label)
+    precision = _divide(intersect, area_pred)
+    recall = acc
+    fscore = _divide(2 * precision * recall, precision + recall)
+    dice = _divide(2 * intersect, area_pred + area_label)
     total = cm.sum()
     subset = list(range(k)) if eval_classes is None else list(eval_classes)
 
     def mean(values: np.ndarray) -> float:
         chosen = values[subset]
         return float(np.nanmean(chosen) * 100) if np.isfinite(chosen).any() else float("nan")
+
+    def per_class(values: np.ndarray) -> dict:
+        return {n: float(v * 100) for n, v in zip(names, values)}
 
     p_o = intersect.sum() / total if total else float("nan")
     p_e = (area_label * area_pred).sum() / total ** 2 if total else float("nan")
@@ -85,11 +103,19 @@ def segmentation_metrics(matrix: np.ndarray, eval_classes: list[int] | None = No
         "aAcc": float(p_o * 100),
         "mIoU": mean(iou),
         "mAcc": mean(acc),
-        "mF1": mean(f1),
+        "mFscore": mean(fscore),
+        "mF1": mean(fscore),
+        "mPrecision": mean(precision),
+        "mRecall": mean(recall),
+        "mDice": mean(dice),
         "kappa": float(kappa * 100),
-        "IoU": {n: float(v * 100) for n, v in zip(names, iou)},
-        "Acc": {n: float(v * 100) for n, v in zip(names, acc)},
-        "F1": {n: float(v * 100) for n, v in zip(names, f1)},
+        "IoU": per_class(iou),
+        "Acc": per_class(acc),
+        "Fscore": per_class(fscore),
+        "F1": per_class(fscore),
+        "Precision": per_class(precision),
+        "Recall": per_class(recall),
+        "Dice": per_class(dice),
     }
 
 

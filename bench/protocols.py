@@ -15,6 +15,8 @@ printed with every mIoU. A protocol is a dict (a dataset's ``info.protocol``, a 
     flip: false                 add the horizontally flipped pass, flipped back
     resize: [h, w]              resize the inputs first (mmseg test ``Resize``); scores are
     keep_ratio: true            resized back; keep_ratio fits [h, w] keeping the aspect ratio
+    resize_back: bilinear       how scores are resized back to the label's size: bilinear, or
+                                nearest (ReMamber's evaluation, yyh-rain-song/ReMamber)
 
 Window layouts, each reproducing its upstream evaluator:
 
@@ -51,7 +53,7 @@ import torch.nn.functional as F
 
 WINDOW_DEFAULTS = {"sigma": ("exp", False), "mmseg": ("logits", True), "ssrs": ("logits", False)}
 _KEYS = ("mode", "crop", "stride", "stride_rate", "windows", "score", "average", "scales",
-         "flip", "resize", "keep_ratio")
+         "flip", "resize", "keep_ratio", "resize_back")
 
 
 class ProtocolError(ValueError):
@@ -93,7 +95,11 @@ def resolve(protocol: dict | None) -> dict:
                 "average": bool(protocol.get("average", average)),
                 "scales": [float(s) for s in scales], "flip": bool(protocol.get("flip", False)),
                 "resize": _pair(protocol["resize"], "resize") if protocol.get("resize") else None,
-                "keep_ratio": bool(protocol.get("keep_ratio", True))}
+                "keep_ratio": bool(protocol.get("keep_ratio", True)),
+                "resize_back": protocol.get("resize_back", "bilinear")}
+    if resolved["resize_back"] not in ("bilinear", "nearest"):
+        raise ProtocolError(f"protocol resize_back must be bilinear or nearest, got "
+                            f"{resolved['resize_back']!r}")
     if mode == "slide":
         if "crop" not in protocol:
             raise ProtocolError("protocol mode 'slide' needs crop: [h, w]")
@@ -121,6 +127,8 @@ def describe(protocol: dict | None) -> str:
     if p["resize"]:
         h, w = p["resize"]
         parts.append(f"resize{'≤' if p['keep_ratio'] else ' '}{h}×{w}")
+        if p["resize_back"] != "bilinear":
+            parts.append(f"({p['resize_back']} back)")
     if p["mode"] == "whole":
         parts.append("whole")
         if p["score"] != "logits":
@@ -139,9 +147,11 @@ def describe(protocol: dict | None) -> str:
 
 # ------------------------------------------------------------------------------------ inference
 
-def _resize(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize(tensor: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     if tuple(tensor.shape[-2:]) == tuple(size):
         return tensor
+    if mode == "nearest":
+        return F.interpolate(tensor, size=size, mode="nearest")
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
 
 
@@ -228,7 +238,7 @@ def infer(model, inputs: dict, num_classes: int, protocol: dict | None) -> torch
                 run, scaled, p)
             score = _resize(score, working)
             total = score if total is None else total + score
-    return _resize(total, (height, width))
+    return _resize(total, (height, width), p["resize_back"])
 
 
 def _resize_target(height: int, width: int, target: tuple[int, int], keep_ratio: bool):

@@ -58,6 +58,9 @@ class ZooEntry:
     #: parameter-name prefixes not counted: training-only parts (auxiliary heads) that the
     #: published inference counts leave out
     exclude_params: tuple[str, ...] = ()
+    #: module name -> parameter-name prefixes of modules the upstream code uses but never
+    #: defines, so ssmbench's are reconstructions (counted in the row, and named beside it)
+    reconstructed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def input_text(self) -> str:
         return " + ".join("×".join(str(s) for s in shape[1:]) for shape in self.inputs.values())
@@ -99,6 +102,7 @@ ZOO: list[ZooEntry] = [
                     "FCN head is not counted; the ~236G is the spec's estimate)"),
     ZooEntry("MS2MNet", "ms2mnet_base", {"rgb": (1, 3, 256, 256), "x": (1, 1, 256, 256)}, None,
              exclude_params=("head.aux_head",),
+             reconstructed={"VFE": ("fusion.vfe.",), "ASAF": ("head.fuse",), "DFE": ("dfe.",)},
              source="specs/models.md §2 (thop on RGB 1×3×256² + DSM 1×1×256²; the paper gives "
                     "no values, so only ours are listed)"),
     ZooEntry("Mamba-Diffusion backbone",
@@ -198,6 +202,11 @@ def measure(entry: ZooEntry, flops: bool = True, seed: int = 0) -> dict[str, Any
     out: dict[str, Any] = {"system": entry.system,
                            "params_m": count_params(model, entry.exclude_params) / 1e6,
                            "gmacs": {}}
+    if entry.reconstructed:
+        inner = model.model if isinstance(model, _SingleInput) else model
+        out["reconstructed_params_m"] = {
+            name: sum(p.numel() for n, p in inner.named_parameters() if n.startswith(prefixes))
+            / 1e6 for name, prefixes in entry.reconstructed.items()}
     if flops:
         gen = torch.Generator().manual_seed(seed)
         inputs = {k: torch.randn(*s, generator=gen) for k, s in entry.inputs.items()}
@@ -233,6 +242,26 @@ def within_tolerance(entry: ZooEntry, measured: dict[str, Any]) -> bool:
                for k, v in deviations(entry, measured).items())
 
 
+def verdict(entry: ZooEntry, measured: dict[str, Any]) -> str:
+    """The row's "ok" cell: yes / **no** against the published figures, or "—" when nothing
+    was published to compare against (a measurement, not a check)."""
+    if not deviations(entry, measured):
+        return "— (nothing published)"
+    return "yes" if within_tolerance(entry, measured) else "**no**"
+
+
+def reconstructed_note(entry: ZooEntry, measured: dict[str, Any]) -> str | None:
+    """"VFE 29.21M + ASAF 3.52M + DFE 0.00M = 32.73M of 51.66M (63.4 %)", or None."""
+    measured_parts = measured.get("reconstructed_params_m") or {}
+    if not measured_parts:
+        return None
+    parts = {k: measured_parts[k] for k in entry.reconstructed if k in measured_parts}
+    share = sum(parts.values())
+    return (" + ".join(f"{k} {v:.2f}M" for k, v in parts.items())
+            + f" = {share:.2f}M of {measured['params_m']:.2f}M "
+              f"({100 * share / measured['params_m']:.1f} %)")
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -254,7 +283,10 @@ def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
         "handle table, so fvcore skipped the scan); **full**: the scan counted as 9·B·L·D·N + "
         "B·D·L (VMamba's `flops_selective_scan_fn`, state-spaces/mamba#110); **ref**: VMamba's "
         "older `flops_selective_scan_ref` (3.5·B·L·D·N + B·D·L), behind its early "
-        "published numbers. Cross-scan / cross-merge are data movement (0) in all three.",
+        "published numbers. Cross-scan / cross-merge are data movement (0) in all three. "
+        "Every convention counts every op that multiplies and adds: convolutions, linear "
+        "layers, matmuls, attention (QKᵀ and AV, 2·Lq·Lk·d per batch·head), einsum (exactly); "
+        "element-wise ops, softmax and reductions count 0.",
         "",
         "| system | input | params published | params measured | Δ | convention | "
         "GMACs published | GMACs measured | Δ | ok |",
@@ -267,7 +299,7 @@ def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
                          "not measured | | | | | | |")
             continue
         dev = deviations(entry, m)
-        ok = "yes" if within_tolerance(entry, m) else "**no**"
+        ok = verdict(entry, m)
         pub_p = f"{entry.params_m:.2f}M" if entry.params_m else "—"
         first = True
         # without published FLOPs, ours are listed in both conventions
@@ -283,12 +315,23 @@ def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
             else:
                 cells_f = [conv, pub_f, f"{m['gmacs'][conv]:.2f}",
                            _pct(dev[f"gmacs_{conv}"]) if f"gmacs_{conv}" in dev else "—"]
-            lines.append("| " + " | ".join([entry.system if first else "",
+            system = entry.system + (" †" if reconstructed_note(entry, m) else "")
+            lines.append("| " + " | ".join([system if first else "",
                                             entry.input_text() if first else "", *cells_p,
                                             *cells_f, ok if first else ""]) + " |")
             first = False
-    lines += ["", "Tolerances: parameters 0.1 %, FLOPs 1 % unless a row says otherwise.", "",
-              "## Sources", ""]
+    lines += ["", "Tolerances: parameters 0.1 %, FLOPs 1 % unless a row says otherwise. "
+              "\"— (nothing published)\": no published figure to compare against; the row is "
+              "a measurement, not a check.", ""]
+    notes = [(e, reconstructed_note(e, m)) for e, m in rows if m is not None]
+    notes = [(e, n) for e, n in notes if n]
+    if notes:
+        lines += ["† Reconstructed modules: the upstream release uses them but never defines "
+                  "them, so ssmbench's are reconstructions (their parameters and FLOPs are in "
+                  "the row, and no upstream number can check them):", ""]
+        lines += [f"- {e.system}: {n}" for e, n in notes]
+        lines.append("")
+    lines += ["## Sources", ""]
     seen = []
     for entry, _ in rows:
         if entry.source and entry.source not in seen:
@@ -298,7 +341,8 @@ def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
     for entry, m in rows:
         mods = (m or {}).get("by_module", {})
         if mods:
-            parts = ", ".join(f"{k} {v['full']:.2f}" for k, v in mods.items())
+            # sorted: the cache stores them sorted, fvcore's own order varies between processes
+            parts = ", ".join(f"{k} {v['full']:.2f}" for k, v in sorted(mods.items()))
             lines.append(f"- {entry.system}: {parts}")
     lines.append("")
     return "\n".join(lines)

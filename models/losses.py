@@ -23,8 +23,16 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return values[valid].mean()
 
 
-def cross_entropy(logits, target, weight=None, ignore_index: int = 255) -> torch.Tensor:
-    return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
+def cross_entropy(logits, target, weight=None, ignore_index: int = 255,
+                  avg_non_ignore: bool = True) -> torch.Tensor:
+    """Cross-entropy; ``avg_non_ignore`` (mmseg ``CrossEntropyLoss``'s name): True averages
+    over the valid pixels (PyTorch's ``mean``), False over all pixels with the ignored ones
+    counting zero (mmseg's default, ``avg_non_ignore=False``; with a fraction f of pixels
+    ignored the value is (1 - f) times the valid-pixel mean)."""
+    if avg_non_ignore:
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                           reduction="none").mean()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,

@@ -24,7 +24,7 @@ ids, T = ``max_tokens`` (20, ReMamber's CLIP ``max_length``), 0-padded. ``tokeni
 (0 = pad, 1 = unknown); ``"clip"`` uses open_clip's tokenizer if installed; or pass a callable
 ``str -> list[int]``. Images are ImageNet-normalised at their original size; ReMamber's
 480x480 resize is ``augment: {resize: [480, 480]}`` for training and the protocol's ``resize``
-for evaluation (logits resized back to the mask's size).
+for evaluation (logits resized back to the mask's size with nearest, as ReMamber's test).
 """
 from __future__ import annotations
 
@@ -268,7 +268,8 @@ def _referring_info(name: str) -> DatasetInfo:
     return DatasetInfo(name=name, modalities={"rgb": 3, "text": MAX_TOKENS},
                        classes=["background", "object"], palette=[(0, 0, 0), (255, 255, 255)],
                        ignore_index=255, task="referring", x_kind="text",
-                       protocol={"mode": "whole", "resize": [480, 480], "keep_ratio": False})
+                       protocol={"mode": "whole", "resize": [480, 480], "keep_ratio": False,
+                                 "resize_back": "nearest"})
 
 
 @register_dataset("refcoco")

@@ -122,6 +122,14 @@ def _ptr(t):
     return None if t is None else t.data_ptr()
 
 
+def _check_buffer(name: str, t, dtype: torch.dtype) -> None:
+    """The C++ code reads and writes raw memory: each buffer must be dense, on the CPU and of
+    the compute dtype."""
+    if t is not None and (t.device.type != "cpu" or not t.is_contiguous() or t.dtype != dtype):
+        raise ValueError(f"cpu scan kernel: buffer {name!r} must be a contiguous CPU {dtype} "
+                         f"tensor, got {t.dtype} on {t.device} (contiguous: {t.is_contiguous()})")
+
+
 class CpuKernelBackend(ScanBackend):
     """C++/OpenMP kernel: float32 (bf16/fp16 inputs computed in float32) and float64."""
 
@@ -159,14 +167,20 @@ class CpuKernelBackend(ScanBackend):
         )
 
     @staticmethod
-    def _args(x, softplus, chunk, **outputs) -> _Args:
+    def _args(x, softplus, chunk, **buffers) -> _Args:
+        """The C struct of data pointers. ``_Args`` holds plain integers, which do not keep a
+        tensor alive, so every tensor whose pointer is taken is also kept on ``args.tensors``:
+        a temporary such as ``dout.to(float32)`` lives as long as the struct (before, its memory
+        was freed and reused while the kernel still read it: bf16/fp16 gradients of 1e35)."""
         bsz, dim, length, n, groups = x["shape"]
-        args = _Args(u=_ptr(x["u"]), delta=_ptr(x["delta"]), A=_ptr(x["A"]), Bm=_ptr(x["B"]),
-                     Cm=_ptr(x["C"]), Dv=_ptr(x["D"]), z=_ptr(x["z"]), bias=_ptr(x["bias"]),
-                     batch=bsz, dim=dim, len=length, dstate=n, groups=groups, chunk=chunk,
+        tensors = {"u": x["u"], "delta": x["delta"], "A": x["A"], "Bm": x["B"], "Cm": x["C"],
+                   "Dv": x["D"], "z": x["z"], "bias": x["bias"], **buffers}
+        args = _Args(batch=bsz, dim=dim, len=length, dstate=n, groups=groups, chunk=chunk,
                      softplus=int(bool(softplus)), nthreads=max(1, torch.get_num_threads()))
-        for key, tensor in outputs.items():
+        for key, tensor in tensors.items():
+            _check_buffer(key, tensor, x["dtype"])
             setattr(args, key, _ptr(tensor))
+        args.tensors = tensors
         return args
 
     def _run_forward(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep: bool):

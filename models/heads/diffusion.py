@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from models.heads.diffusion_attn import DeformableHeadWithTime
 from models.heads.fpn_neck import FPNMergeNeck
+from models.losses import cross_entropy
 
 
 def alpha_cosine_log_snr(t: torch.Tensor, ns: float = 2e-4, ds: float = 2.5e-4) -> torch.Tensor:
@@ -75,7 +76,7 @@ class DiffusionMaskHead(nn.Module):
                  bit_scale: float = 0.01, time_difference: int = 1,
                  sample_range: tuple[float, float] = (0.0, 0.999),
                  learned_sinusoidal_dim: int = 16, ignore_index: int = 255,
-                 seed: int | None = 0):
+                 seed: int | None = 0, avg_non_ignore: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.channels = channels
@@ -84,6 +85,7 @@ class DiffusionMaskHead(nn.Module):
         self.time_difference = time_difference
         self.sample_range = tuple(sample_range)
         self.ignore_index = ignore_index
+        self.avg_non_ignore = avg_non_ignore  # False: mmseg's CrossEntropyLoss default
         self.seed = seed
         self.neck = FPNMergeNeck(in_channels, channels, num_groups)
         self.embedding_table = nn.Embedding(num_classes + 1, channels)
@@ -135,7 +137,8 @@ class DiffusionMaskHead(nn.Module):
         logits = self.denoise(x, z_t, log_snr)
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear",
                                align_corners=False)
-        loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        loss = cross_entropy(logits, target, ignore_index=self.ignore_index,
+                             avg_non_ignore=self.avg_non_ignore)
         return {"loss_decode": loss, "logits": logits}
 
     @torch.no_grad()

@@ -16,7 +16,10 @@ Conv head (``remamber_conv``; hidden = 4C = 512 at the paper's C = 128):
 
 Mamba head (``remamber_mamba``): stages at widths [8C, 4C, 2C, C], depths [2, 4, 2, 2]:
 
-    x = Linear(3c -> c, no bias)([feat, g, ImageTextCorr(feat, text)])   g as in the Twister
+    x = Linear(3c -> c, no bias)([feat, g, ImageTextCorr(feat, text)])
+        g = ReLU(Linear(text vector)): the first token's feature by default, as upstream (its
+        decoder gets no ``pooler_out``, so it takes ``l_feat[..., 0]``); ``text_vector:
+        pooled`` (head_kwargs) uses the text encoder's pooled vector instead (a variant)
     x = VSS blocks (v2 SS2D without z gate, no MLP)
     x = x2 bilinear (align_corners=True; to the next feature's size) -> Linear(c -> c/2) -> LN
     x = Fuse([x, F_next]) + F_next        Fuse = 2 x (conv3x3 no bias - BN - ReLU)
@@ -144,8 +147,13 @@ class FuseConv(nn.Module):
 class ReMamberMambaHead(nn.Module):
     def __init__(self, in_channels: list[int], num_classes: int = 1, text_dim: int = 768,
                  num_tokens: int = 20, hidden_dim: int = 512, depths=(2, 4, 2, 2),
-                 d_state: int = 1, ssm_ratio: float = 2.0):
+                 d_state: int = 1, ssm_ratio: float = 2.0, text_vector: str = "first_token"):
         super().__init__()
+        if text_vector not in ("first_token", "pooled"):
+            raise ValueError(f"text_vector must be 'first_token' or 'pooled', got {text_vector!r}")
+        # upstream's segmenter calls the decoder without ``pooler_out``, so its global text
+        # vector is the first token's feature (``l_feat[..., 0]``); "pooled" is our variant
+        self.text_vector = text_vector
         dims = list(reversed(in_channels))                      # [8C, 4C, 2C, C]
         self.global_text = nn.ModuleList(
             nn.Sequential(nn.Linear(text_dim, d), nn.ReLU()) for d in dims)
@@ -173,7 +181,8 @@ class ReMamberMambaHead(nn.Module):
         for i in range(len(pyramid)):
             x = feat.permute(0, 2, 3, 1)
             b, h, w, c = x.shape
-            g = self.global_text[i](text.pooled)[:, None, None, :].expand(b, h, w, c)
+            vector = text.tokens[:, 0] if self.text_vector == "first_token" else text.pooled
+            g = self.global_text[i](vector)[:, None, None, :].expand(b, h, w, c)
             local = self.local_text[i](x, text.tokens)
             x = self.blocks[i](self.in_proj[i](torch.cat([x, g, local], dim=-1)))
             nxt = pyramid[i + 1].shape[-2:] if i + 1 < len(pyramid) else None

@@ -12,7 +12,10 @@ WenliangDu/MambaDiffusion; specs/models.md section 3): optical + SAR land-cover 
     head     DDP diffusion head: bit embedding, cosine logSNR, 3 DDIM steps, the time-conditioned
              deformable-attention head (6 layers, 8 heads, FFN 1024) -- models/heads/diffusion.py
     aux      FCNHead on the neck output (256, one conv, dropout 0.1), CE weight 0.4, training only
-    loss     diffusion CE (weight 1) + 0.4 aux CE
+    loss     diffusion CE (weight 1) + 0.4 aux CE, each averaged over *all* pixels with the
+             ignored ones counting zero, as upstream's mmseg ``CrossEntropyLoss``
+             (``avg_non_ignore=False``); ``avg_non_ignore=True`` averages over the valid pixels
+             instead (a named variant: the loss is then 1 / (1 - ignored fraction) larger)
     infer    DDIM sampling from noise drawn with a fixed seed (``sample_seed``, default 0), so
              evaluation is deterministic; ``sample_seed=None`` draws from the global RNG
 
@@ -61,6 +64,7 @@ from models.fusion.base import FusionModule
 from models.fusion.dcf import PairedStreamFusion
 from models.heads.diffusion import DiffusionMaskHead
 from models.heads.upernet import FCNHead
+from models.losses import cross_entropy
 from models.registry import FUSIONS, register_model
 
 #: per size: VMamba config, fusion depths, head settings, aux channels, upstream unused weights
@@ -149,7 +153,7 @@ class MambaDiffusion(FusionSegmenter):
                  sample_seed: int | None = 0, timesteps: int = 3, bit_scale: float = 0.01,
                  drop_path_rate: float | None = None, upstream_unused: bool | None = None,
                  shared_encoder: bool = False, fusion_kwargs: dict | None = None,
-                 ignore_index: int = 255):
+                 ignore_index: int = 255, avg_non_ignore: bool = False):
         if size not in MAMBA_DIFFUSION_SIZES:
             raise ValueError(f"unknown Mamba-Diffusion size {size!r}; known: "
                              f"{', '.join(MAMBA_DIFFUSION_SIZES)}")
@@ -162,7 +166,8 @@ class MambaDiffusion(FusionSegmenter):
             fusion = self._make_fusion(fusion, cfg, spec, upstream_unused, fusion_kwargs)
         self.feeds_back = bool(getattr(fusion, "feeds_back", False)) and fusion.kind == "stage"
         head_kwargs = dict(spec["head"], timesteps=timesteps, bit_scale=bit_scale,
-                           ignore_index=ignore_index, seed=sample_seed)
+                           ignore_index=ignore_index, seed=sample_seed,
+                           avg_non_ignore=avg_non_ignore)
         super().__init__(
             lambda in_chans: VMambaEncoder(in_chans, cfg, out_norms=not self.feeds_back),
             lambda in_channels: DiffusionMaskHead(in_channels, num_classes, **head_kwargs),
@@ -171,6 +176,7 @@ class MambaDiffusion(FusionSegmenter):
         )
         self.size = size
         self.aux_weight = aux_weight
+        self.avg_non_ignore = avg_non_ignore
         width = spec["head"]["channels"]
         self.aux_head = (FCNHead([width], num_classes, in_index=0, channels=spec["aux_channels"],
                                  num_convs=1, dropout=0.1) if aux_weight > 0 else None)
@@ -211,7 +217,8 @@ class MambaDiffusion(FusionSegmenter):
     def _aux_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = F.interpolate(self.aux_head([x]), size=target.shape[-2:], mode="bilinear",
                                align_corners=False)
-        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        return cross_entropy(logits, target, ignore_index=self.ignore_index,
+                             avg_non_ignore=self.avg_non_ignore)
 
     def forward_train(self, inputs: dict[str, torch.Tensor], target: torch.Tensor,
                       state: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ no value). Measured at base size, 6 classes (tests/models/test_ms2mnet.py):
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,75 @@ class MS2MNet(FusionSegmenter):
         out["main"] = out["loss"]
         out["loss"] = total
         return out
+
+    # ---------------------------------------------------------------- upstream checkpoints
+    #: upstream (DrWuHonglin/MS2MNet ``models/MS2MNet.py`` ``MS2MNet.state_dict()``) -> ours,
+    #: for the parts the release defines; applied in order, the first match wins
+    UPSTREAM_RENAMES = (
+        (r"^rgb_backbone\.", "encoder_a."),
+        (r"^dsm_backbone\.", "encoder_b."),
+        (r"^waseFusion(\d)\.weight_x$", lambda m: f"fusion.wase.{int(m[1]) - 1}.weight_a"),
+        (r"^waseFusion(\d)\.weight_y$", lambda m: f"fusion.wase.{int(m[1]) - 1}.weight_b"),
+        (r"^waseFusion(\d)\.fc_([xy])\.([02])\.",
+         lambda m: f"fusion.wase.{int(m[1]) - 1}.gate_{'a' if m[2] == 'x' else 'b'}."
+                   f"{int(m[3]) + 1}."),
+        (r"^decoder\.Conv1\.", "head.reduce_f4."),
+        (r"^decoder\.Conv2\.", "head.reduce_f3."),
+        (r"^decoder\.Conv3\.", "head.reduce_to_f1."),
+        # HFP blocks: MSC pyramid, channel attention, kv, the MLP's depthwise convs
+        (r"^decoder\.b(\d)\.attn\.MSC\.(conv|bn)0_1\.",
+         lambda m: f"head.block{m[1]}.attn.pyramid.reduce.{0 if m[2] == 'conv' else 1}."),
+        (r"^decoder\.b(\d)\.attn\.MSC\.(conv|bn)([012])_([23])\.",
+         lambda m: f"head.block{m[1]}.attn.pyramid.dilated.{m[3]}.{int(m[4]) - 2}."
+                   f"{0 if m[2] == 'conv' else 1}."),
+        (r"^decoder\.b(\d)\.attn\.MSC\.(conv|bn)3_([23])\.",
+         lambda m: f"head.block{m[1]}.attn.pyramid.pointwise.{int(m[3]) - 2}."
+                   f"{0 if m[2] == 'conv' else 1}."),
+        (r"^decoder\.b(\d)\.attn\.MSC\.(conv|bn)4\.",
+         lambda m: f"head.block{m[1]}.attn.pyramid.merge.{0 if m[2] == 'conv' else 1}."),
+        (r"^decoder\.b(\d)\.attn\.fc\.([02])\.",
+         lambda m: f"head.block{m[1]}.attn.channel_attention.{int(m[2]) + 1}."),
+        (r"^decoder\.b(\d)\.attn\.kv\.0\.", r"head.block\1.attn.kv."),
+        (r"^decoder\.b(\d)\.mlp\.conv1\.", r"head.block\1.mlp.dw5."),
+        (r"^decoder\.b(\d)\.mlp\.conv2\.", r"head.block\1.mlp.dw3."),
+        (r"^decoder\.b(\d)\.", r"head.block\1."),
+        # the MAF segmentation head
+        (r"^decoder\.seg_head\.(conv|bn)0\.",
+         lambda m: f"head.seg_head.reduce.{0 if m[1] == 'conv' else 1}."),
+        (r"^decoder\.seg_head\.(conv|bn)([123])_([12])\.",
+         lambda m: f"head.seg_head.dilated.{int(m[2]) - 1}.{int(m[3]) - 1}."
+                   f"{0 if m[1] == 'conv' else 1}."),
+        (r"^decoder\.seg_head\.(conv|bn)4\.",
+         lambda m: f"head.seg_head.merge.{0 if m[1] == 'conv' else 1}."),
+        (r"^decoder\.seg_head\.fc\.([02])\.",
+         lambda m: f"head.seg_head.channel_attention.{int(m[1]) + 1}."),
+        (r"^decoder\.seg_head\.s_conv\.", "head.seg_head.spatial_attention.conv."),
+        (r"^decoder\.seg_head\.head\.0\.([01])\.", r"head.seg_head.classify.\1."),
+        (r"^decoder\.seg_head\.head\.0\.([23])\.",
+         lambda m: f"head.seg_head.classify.2.{int(m[1]) - 2}."),
+        (r"^decoder\.seg_head\.head\.2\.0\.", "head.seg_head.classify.4."),
+        (r"^decoder\.aux_head([23])\.", r"head.aux_head\1."),
+    )
+
+    def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor], model=None):
+        """Rename an upstream MS2MNet checkpoint's keys to ours. The ResNet streams' layer4 is
+        dropped (upstream builds and saves it but never runs it; ours is truncated after
+        layer3). The VFE (``vfeBlock*``), ASAF (``decoder.p1-3``) and DFE (``dfeBlock``)
+        tensors keep their names: the release uses those modules without defining them, so
+        their layout is unknown and ssmbench's reconstructions (``fusion.vfe``,
+        ``head.fuse*``, ``dfe``) cannot claim to match; a strict load names them. Keys
+        already in ssmbench's layout pass unchanged."""
+        renamed = {}
+        for key, value in state_dict.items():
+            if re.match(r"^(rgb|dsm)_backbone\.layer4\.", key):
+                continue
+            for pattern, repl in self.UPSTREAM_RENAMES:
+                new = re.sub(pattern, repl, key, count=1)
+                if new != key:
+                    key = new
+                    break
+            renamed[key] = value
+        return renamed
 
 
 def _build(size: str, num_classes: int, fusion: Any, modalities, **kwargs) -> MS2MNet:

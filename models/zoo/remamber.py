@@ -13,8 +13,12 @@ VMamba-v2 encoder whose every stage ends in ImageTextCorr + two Mamba Twister bl
               models/fusion/twister.py); the fused map is the stage output *and* the input of
               the next downsampling, as upstream
     head      ``conv`` (default, upstream ``ReMamber_Conv``) or ``mamba``
-              (models/heads/remamber_heads.py); logits (B, 1, H, W) resized to the input with
-              bilinear align_corners=True, as upstream's segmenter
+              (models/heads/remamber_heads.py; its global text vector is the first token's
+              feature, as upstream; ``head_kwargs: {text_vector: pooled}`` is our variant);
+              logits (B, 1, H, W) resized to the input with bilinear
+              align_corners=True, as upstream's segmenter; evaluation resizes them
+              to the label's size with nearest, as upstream's test loop (the refcoco
+              datasets' protocol, ``resize_back: nearest`` in bench/protocols.py)
     loss      Dice(sigmoid) + BCE (upstream ``dice_loss`` + ``sigmoid_focal_loss(alpha=-1,
               gamma=0)``), each a mean; pixels labelled ``ignore_index`` take no part
 

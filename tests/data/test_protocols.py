@@ -148,6 +148,8 @@ def test_describe_names():
     assert describe({"mode": "whole", "resize": [512, 512]}) == "resize≤512×512 whole"
     assert describe({"mode": "whole", "resize": [480, 480], "keep_ratio": False}) == \
         "resize 480×480 whole"
+    assert describe({"mode": "whole", "resize": [480, 480], "keep_ratio": False,
+                     "resize_back": "nearest"}) == "resize 480×480 (nearest back) whole"
     assert describe({"mode": "slide", "crop": [512, 512], "stride": [341, 341],
                      "windows": "mmseg", "score": "softmax"}) == \
         "slide 512×512/341 (mmseg) [softmax mean]"
@@ -158,3 +160,25 @@ def test_every_dataset_protocol_resolves():
     for name in data.list_datasets():
         protocol = data.get_dataset_class(name).info.protocol
         assert describe(protocol)
+
+
+def test_resize_back_nearest_copies_the_nearest_score():
+    """ReMamber's evaluation: logits at the working size, resized to the label with nearest.
+    A 2x2 score map brought back to 4x4 repeats each value over a 2x2 block (by hand)."""
+    scores = torch.tensor([[1.0, -2.0], [3.0, -4.0]]).view(1, 1, 2, 2)
+    inputs = {"rgb": torch.zeros(1, 3, 4, 4)}
+    protocol = {"mode": "whole", "resize": [2, 2], "keep_ratio": False,
+                "resize_back": "nearest"}
+    out = infer(lambda i: scores.clone(), inputs, 2, protocol)
+    want = scores.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    bilinear = infer(lambda i: scores.clone(), inputs, 2, dict(protocol, resize_back="bilinear"))
+    assert not torch.equal(bilinear, want)
+    with pytest.raises(ProtocolError, match="resize_back must be bilinear or nearest"):
+        infer(lambda i: scores, inputs, 2, dict(protocol, resize_back="bicubic"))
+
+
+def test_referring_datasets_resize_back_with_nearest_as_remamber():
+    import bench.data as data
+    protocol = data.get_dataset_class("refcoco").info.protocol
+    assert protocol["resize_back"] == "nearest"

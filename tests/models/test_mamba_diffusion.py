@@ -2,14 +2,16 @@
 pairs and update, sine encoding, deformable sampling), the FPN neck, the encoder's feedback
 wiring, the paper configuration's parameters, and training / deterministic sampling at CPU size."""
 import math
-import re
 from contextlib import contextmanager
 from unittest import mock
 
 import pytest
 import torch
 
+import torch.nn.functional as F
+
 import models
+from models import losses
 from models.heads.diffusion import (DiffusionMaskHead, alpha_cosine_log_snr,
                                     log_snr_to_alpha_sigma)
 from models.heads.diffusion_attn import (MultiScaleDeformableAttention,
@@ -244,51 +246,42 @@ def test_nano_loss_decreases_over_50_iterations(nano):
     assert accuracy > 0.5
 
 
-def to_upstream(key, dcf_depths):
-    """Our key -> the upstream DDP checkpoint's (hand-written inverse of the filter)."""
-    rules = [
-        (r"^encoder_a\.patch_embed\.", "backbone.patch_embed_A."),
-        (r"^encoder_b\.patch_embed\.", "backbone.patch_embed_B."),
-        (r"^encoder_a\.layers\.", "backbone.layers_a."),
-        (r"^encoder_b\.layers\.", "backbone.layers_b."),
-        (r"^fusion\.outnorm_([ab])\.(\d+)\.", "backbone.outnorm_{0}{1}."),
-        (r"^head\.neck\.fpn\.", "neck.0."),
-        (r"^head\.neck\.merge\.", "neck.1."),
-        (r"^head\.transform\.", "transform.conv."),
-        (r"^head\.decode_head\.layers\.(\d+)\.attn\.", "{L}.attentions.0."),
-        (r"^head\.decode_head\.layers\.(\d+)\.norm1\.", "{L}.norms.0."),
-        (r"^head\.decode_head\.layers\.(\d+)\.norm2\.", "{L}.norms.1."),
-        (r"^head\.decode_head\.layers\.(\d+)\.ffn\.0\.", "{L}.ffns.0.layers.0.0."),
-        (r"^head\.decode_head\.layers\.(\d+)\.ffn\.3\.", "{L}.ffns.0.layers.1."),
-        (r"^head\.decode_head\.layers\.(\d+)\.time_mlp\.", "{L}.time_mlp."),
-        (r"^head\.decode_head\.conv_seg\.", "decode_head.conv_seg."),
-        (r"^head\.", ""),
-        (r"^aux_head\.", "auxiliary_head."),
-    ]
-    m = re.match(r"^fusion\.blocks\.(\d+)\.(\d+)\.", key)
-    if m:
-        i, j = int(m.group(1)), int(m.group(2))
-        layer = (f"fuse_layers.{i}.blocks.{j}" if j < dcf_depths[i]
-                 else f"fuse_layersv2.{i}.blocks.{j - dcf_depths[i]}")
-        return f"backbone.{layer}." + key[m.end():]
-    for pattern, target in rules:
-        m = re.match(pattern, key)
-        if m:
-            target = target.replace("{L}", "decode_head.encoder.layers.{0}")
-            return target.format(*m.groups()) + key[m.end():]
-    raise AssertionError(f"no upstream name for {key}")
+def test_ce_averages_over_all_pixels_as_mmseg_avg_non_ignore_false():
+    """mmseg's CrossEntropyLoss (avg_non_ignore=False): per-pixel CE, ignored pixels 0, mean
+    over all pixels. Case by hand: 7 classes, all logits equal, so every valid pixel's CE is
+    ln 7; 8 of 64 pixels (12.5%) ignored: upstream 0.875 ln 7, the valid-pixel mean ln 7 (the
+    ratio of the measured 1.791072 / 2.046939 = 0.875)."""
+    logits = torch.zeros(1, 7, 8, 8)
+    target = torch.arange(64).remainder(7).view(1, 8, 8)
+    target[0, 0] = 255
+    assert (target == 255).float().mean().item() == 0.125
+    upstream = losses.cross_entropy(logits, target, avg_non_ignore=False)
+    valid = losses.cross_entropy(logits, target, avg_non_ignore=True)
+    assert upstream.item() == pytest.approx(0.875 * math.log(7), rel=1e-6)
+    assert valid.item() == pytest.approx(math.log(7), rel=1e-6)
+    # random logits: F.cross_entropy(reduction="sum") / number of pixels
+    logits = torch.randn(2, 7, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 7, (2, 8, 8), generator=torch.Generator().manual_seed(1))
+    target[:, ::2, ::4] = 255
+    want = F.cross_entropy(logits, target, ignore_index=255, reduction="sum") / target.numel()
+    torch.testing.assert_close(losses.cross_entropy(logits, target, avg_non_ignore=False), want)
 
 
-def test_upstream_checkpoint_keys_load(nano, tmp_path):
-    from models.pretrained import load_pretrained
-    depths = nano.fusion.depths["dcf"]
-    upstream = {to_upstream(k, depths): v + 1 if v.is_floating_point() else v
-                for k, v in nano.state_dict().items()}
-    assert "backbone.fuse_layersv2.0.blocks.0.m_a.x_proj_weight" in upstream
-    upstream["backbone.classifier.head.weight"] = torch.zeros(7, 128)           # unused upstream
-    upstream["backbone.fuse_layers.0.blocks.0.m_a.out_proj_b.weight"] = torch.zeros(16, 32)
-    torch.save({"state_dict": upstream}, tmp_path / "ddp.pth")
-    report = load_pretrained(nano, tmp_path / "ddp.pth")
-    assert report.ok, report.summary()
-    torch.testing.assert_close(nano.fusion.outnorm_b[3].weight,
-                               upstream["backbone.outnorm_b3.weight"])
+def test_decode_and_aux_losses_are_upstreams_by_default(nano):
+    """Both losses of the model: sum over pixels / all pixels (ignored ones included)."""
+    assert nano.avg_non_ignore is False and nano.head.avg_non_ignore is False
+    nano.eval()  # the auxiliary head's dropout: the same logits twice
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, nano.head.channels, 4, 4, generator=g)
+    target = torch.randint(0, 4, (2, 16, 16), generator=g)
+    target[:, :2] = 255  # 12.5% ignored
+    out = nano.head.loss(x, target)
+    want = F.cross_entropy(out["logits"], target, ignore_index=255, reduction="sum") / 512
+    torch.testing.assert_close(out["loss_decode"], want)
+    aux_logits = F.interpolate(nano.aux_head([x]), size=(16, 16), mode="bilinear",
+                               align_corners=False)
+    want = F.cross_entropy(aux_logits, target, ignore_index=255, reduction="sum") / 512
+    torch.testing.assert_close(nano._aux_loss(x, target), want)
+    variant = models.create_model("mamba_diffusion", size="nano", num_classes=4,
+                                  avg_non_ignore=True)
+    assert variant.head.avg_non_ignore is True and variant.avg_non_ignore is True

@@ -249,3 +249,22 @@ def test_ms2mnet_nano_loss_decreases_over_50_iterations():
     model.eval()
     with torch.no_grad():
         assert model(inputs).shape == (2, 6, 32, 32)
+
+
+def test_zoo_report_marks_the_reconstructed_modules_and_claims_no_check():
+    """VFE, ASAF and DFE are used but never defined by the release: the zoo row names them and
+    their share (32.7M of 51.7M parameters, the outside audit's figure), and with nothing
+    published its "ok" cell says so instead of "yes"."""
+    from bench import zoo_report as zr
+
+    entry = next(e for e in zr.ZOO if e.system == "MS2MNet")
+    measured = zr.measure(entry, flops=False)
+    parts = measured["reconstructed_params_m"]
+    assert set(parts) == {"VFE", "ASAF", "DFE"}
+    assert round(sum(parts.values()), 1) == 32.7 and round(measured["params_m"], 1) == 51.7
+    text = zr.render([(entry, measured)])
+    row = next(line for line in text.splitlines() if line.startswith("| MS2MNet"))
+    assert row.startswith("| MS2MNet † |") and row.endswith("| — (nothing published) |")
+    assert "yes" not in row
+    assert f"- MS2MNet: {zr.reconstructed_note(entry, measured)}" in text
+    assert "(63.4 %)" in text

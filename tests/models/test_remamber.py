@@ -3,6 +3,7 @@ upstream layers, shapes, the loss against upstream's formulas, training on a fix
 harness run on SynRef, the pluggable text encoder, and ``twister_x`` on the CNN encoder."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -135,6 +136,28 @@ def test_shapes_and_the_text_matters(head):
     assert [tuple(f.shape[1:]) for f in features] == [(16, 10, 10), (32, 5, 5), (64, 3, 3),
                                                       (128, 2, 2)]
     assert not torch.allclose(logits[0], other[0])  # same image, other expression
+
+
+def test_mamba_head_global_text_is_the_first_token_as_upstream():
+    """Upstream's decoder gets no pooler_out, so its global vector is l_feat[..., 0]. The
+    default output ignores ``text.pooled`` entirely, and equals the "pooled" variant's output
+    when the pooled vector is replaced by the first token's feature."""
+    torch.manual_seed(0)
+    model = models.create_model("remamber", size="nano", head="mamba").eval()
+    assert model.head.text_vector == "first_token"
+    inputs, _ = _batch(size=32)
+    with torch.no_grad():
+        features, text = model.extract(inputs)
+        default = model.head(features, text)
+        garbage = dataclasses.replace(text, pooled=torch.randn_like(text.pooled) * 100)
+        torch.testing.assert_close(model.head(features, garbage), default, rtol=0, atol=0)
+        model.head.text_vector = "pooled"
+        first = dataclasses.replace(text, pooled=text.tokens[:, 0])
+        torch.testing.assert_close(model.head(features, first), default, rtol=0, atol=0)
+        assert not torch.allclose(model.head(features, text), default)
+    variant = models.create_model("remamber", size="nano", head="mamba",
+                                  head_kwargs={"text_vector": "pooled"})
+    assert variant.head.text_vector == "pooled"
 
 
 def test_loss_is_upstream_dice_plus_bce():

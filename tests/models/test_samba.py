@@ -12,7 +12,6 @@ import models
 from models.backbones.mamba_block import MambaMixer
 from models.backbones.samba import SAMBA_SIZES, SambaEncoder
 from models.fusion.base import FusionModule
-from models.pretrained import load_pretrained
 
 
 class KeepPrimary(FusionModule):
@@ -210,19 +209,6 @@ def test_samba_base_flops_at_512(samba_base):
     encoder_full = by_module["model.encoder_a"]
     assert abs((encoder_full - by_op["PythonOp.SelectiveScanFn"]) / 27.0e9 - 1) < 0.01
     assert abs(encoder_full / 35.7e9 - 1) < 0.01
-
-
-def test_mmseg_checkpoint_keys_load(tmp_path):
-    model = models.create_model("samba", size="nano", fusion=KeepPrimary([]), num_classes=7)
-    prefixes = {"encoder_a.": "backbone.", "head.": "decode_head.", "aux_head.": "auxiliary_head."}
-    mmseg = {}
-    for key, value in model.state_dict().items():
-        old = next(p for p in prefixes if key.startswith(p))
-        mmseg[prefixes[old] + key[len(old):]] = value + 1 if value.is_floating_point() else value
-    torch.save({"state_dict": mmseg}, tmp_path / "samba.pth")
-    report = load_pretrained(model, tmp_path / "samba.pth")
-    assert report.ok
-    torch.testing.assert_close(model.head.conv_seg.weight, mmseg["decode_head.conv_seg.weight"])
 
 
 # ----------------------------------------------------------------------------- CPU size

@@ -18,16 +18,14 @@ from models.heads.sigma_decoder import MambaDecoder, _pixel_shuffle_last
 from models.zoo.sigma import load_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT.parent / "shared" / "specs" / "official_state_dicts.json"
+SPEC = ROOT / "tests" / "fixtures" / "state_dicts" / "official_state_dicts.json"
 PUBLISHED = {"tiny": (48.29, 48_287_360), "small": (69.81, 69_811_328),
              "base": (121.42, 121_414_820)}
 
 
 @pytest.fixture(scope="module")
 def official():
-    if not SPEC.is_file():
-        pytest.skip(f"{SPEC} not present")
-    return json.loads(SPEC.read_text())
+    return json.loads(SPEC.read_text())  # upstream key schemas, committed test data
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +202,8 @@ def test_upstream_param_groups_leave_raw_ssm_parameters_out(sigma_tiny):
 @pytest.mark.slow
 @pytest.mark.parametrize("size", ["small", "base"])
 def test_sigma_small_base_keys_and_params(official, size):
-    model = models.create_model("sigma", size=size, num_classes=9)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = models.create_model("sigma", size=size, num_classes=9)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v) for k, v in model.checkpoint_filter_fn(official[f"sigma_{size}"]).items()}
     assert ours == theirs

@@ -15,14 +15,13 @@ from models.backbones.vmamba import (SS2D, VMAMBA_CONFIGS, VMambaEncoder, VSSBlo
                                      vmamba_config)
 from models.zoo.vmamba import VMambaClassifier, vmamba_cls_tiny
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "official_state_dicts.json"
+SPEC = (Path(__file__).resolve().parents[1] / "fixtures" / "state_dicts"
+        / "official_state_dicts.json")
 
 
 @pytest.fixture(scope="module")
 def official():
-    if not SPEC.is_file():
-        pytest.skip(f"{SPEC} not present")
-    return json.loads(SPEC.read_text())
+    return json.loads(SPEC.read_text())  # upstream key schemas, committed test data
 
 
 def ss2d_direct(m: SS2D, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +143,8 @@ def test_v2_key_layout_is_upstreams():
     pytest.param("small", 44.42, marks=pytest.mark.slow),
     pytest.param("base", 76.25, marks=pytest.mark.slow)])
 def test_classifier_matches_official_keys_and_params(official, size, published):
-    model = VMambaClassifier(size)
+    with torch.device("meta"):  # shapes only
+        model = VMambaClassifier(size)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v) for k, v in official[f"vmamba_v0_{size}"].items()}
     assert ours == theirs
