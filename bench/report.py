@@ -273,7 +273,7 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
     # later run may want them again, but are not the suite's results
     ids = {cell["id"] for cell in suite.cells()}
     stale = 0
-    if not frame.empty and frame["cell"].isin(ids).any():
+    if not frame.empty:
         stale = int((~frame["cell"].isin(ids)).sum())
         frame = frame[frame["cell"].isin(ids)]
     spec = suite.spec
@@ -283,7 +283,8 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         lines += [spec.description.strip(), ""]
     lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from the store of "
               f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand."
-              + (f" {stale} stored cell(s) no longer in the suite are left out." if stale else ""),
+              + (f" {stale} stored cell(s) outside the suite's grid (cells that left it, or whose "
+                 f"settings changed) are kept in the store and left out here." if stale else ""),
               ""]
     if frame.empty:
         lines += ["No cells have run yet."]
