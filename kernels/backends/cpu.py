@@ -93,10 +93,8 @@ def _build_and_load():
     from torch.utils import cpp_extension
 
     _put_ninja_on_path()
-    digest = hashlib.sha1(SOURCE.read_bytes() + _cpu_signature().encode()
-                          + " ".join(CFLAGS).encode()).hexdigest()[:12]
-    name = f"ssmbench_scan_cpu_{digest}"
-    build_dir = cache_dir() / name
+    build_dir = kernel_build_dir()
+    name = build_dir.name
     build_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with build_lock(build_dir):
@@ -110,6 +108,13 @@ def _build_and_load():
     lib.ssm_cpu_lanes.argtypes = [ctypes.c_int]
     log.debug("selective_scan cpu kernel ready in %.1f s (%s)", time.perf_counter() - start, path)
     return lib
+
+
+def kernel_build_dir() -> Path:
+    """Where this source, CPU and flags build: ``cache_dir()/ssmbench_scan_cpu_<hash>``."""
+    digest = hashlib.sha1(SOURCE.read_bytes() + _cpu_signature().encode()
+                          + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    return cache_dir() / f"ssmbench_scan_cpu_{digest}"
 
 
 def lock_timeout() -> float:
