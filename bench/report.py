@@ -285,7 +285,9 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
               f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand."
               + (f" {stale} stored cell(s) outside the suite's grid (cells that left it, or whose "
                  f"settings changed) are kept in the store and left out here." if stale else ""),
-              ""]
+              "", "Reruns on the same machine and build reproduce these numbers bit for bit; on "
+              "another CPU model the same seeds give slightly different numbers (README, "
+              "\"Reruns and determinism\").", ""]
     if frame.empty:
         lines += ["No cells have run yet."]
         (out_dir / "README.md").write_text("\n".join(lines) + "\n")

@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import bench.train as train_module
 from bench.cli import main
 from bench.store import CellStore
+from bench.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,3 +133,29 @@ def test_search_trial_killed_mid_training_ends_as_an_uninterrupted_one(write_sui
     expected, got = _stored(reference, "exact_search"), _stored(runs, "exact_search")
     assert len(expected) == 1 and got == expected
     assert len(next(iter(got.values()))["history"]["val_mIoU"]) == 3
+
+
+@pytest.mark.parametrize("where", ["validation", "evaluation"])
+def test_cell_killed_inside_validation_or_evaluation_resumes_exactly(write_suite, tmp_path,
+                                                                    monkeypatch, where):
+    """Killed in the second validation (between checkpoints: the rerun replays from the last
+    one) or in the test-split evaluation (after the last checkpoint)."""
+    config = load_suite(write_suite(SUITE)).cells()[0]
+    reference = train_module.run_cell(config, tmp_path / "ref", progress=False)
+    name = "validate" if where == "validation" else "evaluate_cell"
+    real, calls = getattr(train_module, name), []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == (2 if where == "validation" else 1):
+            raise KeyboardInterrupt  # as SIGKILL: only the checkpoint on disk survives
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, name, dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.run_cell(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_module, name, real)
+    resumed = train_module.run_cell(config, tmp_path / "cut", progress=False)
+    assert resumed["resumed_from"] == (15 if where == "validation" else 20)
+    assert resumed["history"] == reference["history"]
+    assert resumed["metrics"] == reference["metrics"]
