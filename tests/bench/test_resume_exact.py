@@ -63,10 +63,36 @@ def _store(runs: Path, name: str) -> CellStore | None:
     return CellStore(name, None, runs) if (runs / name / "study.journal").exists() else None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc): torchrun starts its ranks in sessions of their
+    own, out of reach of a process-group kill."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo += children.get(out[-1], [])
+    return out
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    for pid in process_tree(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def kill_when_mid_cell(cmd: list[str], runs: Path, name: str, after: float,
                        timeout: float = 240) -> None:
-    """Start ``cmd`` and SIGKILL its whole process group once a running cell has written a
-    checkpoint later than ``after`` (a time stamp), i.e. mid-training."""
+    """Start ``cmd`` and SIGKILL it and every process it started once a running cell has
+    written a checkpoint later than ``after`` (a time stamp), i.e. mid-training."""
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + timeout
@@ -76,15 +102,13 @@ def kill_when_mid_cell(cmd: list[str], runs: Path, name: str, after: float,
             for t in store.running() if store else []:
                 ckpt = runs / name / "cells" / t.user_attrs.get("cell_id", "-") / "checkpoint.pt"
                 if ckpt.is_file() and ckpt.stat().st_mtime > after:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    kill_tree(proc)
                     return
             time.sleep(0.1)
         raise AssertionError(f"{cmd[1:3]} finished (rc {proc.poll()}) before it could be killed")
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
 
 
 def _stored(runs: Path, name: str) -> dict[str, dict]:
