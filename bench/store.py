@@ -75,7 +75,7 @@ def worker_host() -> str:
 
 
 class StoreError(Exception):
-    """A store problem to report without a traceback (changed suite, bad storage URL)."""
+    """A store problem to report without a traceback (bad storage URL, other directions)."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ augmentation, modality dropout and misregistration do not depend on which items 
 on the DataLoader's workers), DataLoaders draw their worker seeds from their own generator,
 never from the global RNG, and the thread count is fixed per cell; the same cell on the same
 machine and build gives bit-identical metrics (across CPU models they differ slightly: README
-"Determinism").
+"Reruns and determinism").
 Resumability: a checkpoint (model, optimiser, schedule, every RNG stream, history) is written
 atomically every ``checkpoint_every`` iterations; a killed cell restarts from it and, because the
 batch order and every item are functions of the iteration, and the global RNG (dropout, drop
