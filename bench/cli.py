@@ -121,7 +121,9 @@ def cmd_run(args) -> int:
 
 def _summarise(outcome) -> int:
     print(f"{outcome.suite}: {outcome.completed} cell(s) run now, "
-          f"{outcome.sync.done} already finished, {len(outcome.failed)} failed")
+          f"{outcome.sync.done} already finished, {len(outcome.failed)} failed"
+          + (f"; {outcome.sync.outside} stored cell(s) outside the grid kept, not reported"
+             if outcome.sync.outside else ""))
     for label, message in outcome.failed:
         print(f"  FAILED {label}: {message}", file=sys.stderr)
     if outcome.report:

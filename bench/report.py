@@ -273,7 +273,7 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
     # later run may want them again, but are not the suite's results
     ids = {cell["id"] for cell in suite.cells()}
     stale = 0
-    if not frame.empty and frame["cell"].isin(ids).any():
+    if not frame.empty:
         stale = int((~frame["cell"].isin(ids)).sum())
         frame = frame[frame["cell"].isin(ids)]
     spec = suite.spec
@@ -283,8 +283,11 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         lines += [spec.description.strip(), ""]
     lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from the store of "
               f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand."
-              + (f" {stale} stored cell(s) no longer in the suite are left out." if stale else ""),
-              ""]
+              + (f" {stale} stored cell(s) outside the suite's grid (cells that left it, or whose "
+                 f"settings changed) are kept in the store and left out here." if stale else ""),
+              "", "Reruns on the same machine and build reproduce these numbers bit for bit; on "
+              "another CPU model the same seeds give slightly different numbers (README, "
+              "\"Reruns and determinism\").", ""]
     if frame.empty:
         lines += ["No cells have run yet."]
         (out_dir / "README.md").write_text("\n".join(lines) + "\n")

@@ -214,13 +214,13 @@ def _run_suite(suite: Suite, name: str, storage, fresh, runs_dir, workers, progr
         seen = summary.done
         while any(p.is_alive() for p in procs):
             time.sleep(1.0)
-            finished = sum(1 for t in store.latest_results() if t.state.is_finished())
+            finished = sum(1 for t in store.latest_results(cells) if t.state.is_finished())
             bar.update(max(0, finished - seen))
             seen = max(seen, finished)
-        completed = sum(1 for t in store.latest_results()
+        completed = sum(1 for t in store.latest_results(cells)
                         if t.state.name == "COMPLETE") - summary.done
         failed = [(t.user_attrs["label"], t.user_attrs.get("error", "")) for t in
-                  store.latest_results() if t.state.name == "FAIL"]
+                  store.latest_results(cells) if t.state.name == "FAIL"]
     bar.close()
     report = None
     if write_report:

@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from bench import distributed
 from bench.profile import ProfileSpec
@@ -136,12 +137,15 @@ class SearchPlan:
             out.append(params)
         return out
 
-    def sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
-        """The sampler of worker number ``worker``: workers draw from different seeds (the
-        suite's seed + worker), or two TPE workers would start with the same random trials."""
+    def sampler(self, worker: int = 0, stored: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler of worker number ``worker`` opening a study that holds ``stored``
+        trials: its seed is drawn from (the suite's seed, worker, stored), so workers draw
+        different trials, and a resumed search continues with new draws instead of replaying
+        the first run's (which would re-ask configurations already run)."""
         s = self.spec.sampler.model_copy()
         if s.seed is not None:
-            s.seed += worker
+            words = [s.seed & 0xFFFFFFFF, worker, stored]
+            s.seed = int(np.random.SeedSequence(words).generate_state(1)[0])
         if s.name == "grid":
             space = {key: p.grid_values() for key, p in self.spec.space.items()}
             if len(self.base) > 1:
@@ -201,7 +205,7 @@ def open_study(plan: SearchPlan, name: str, storage: str | None, runs_dir,
     store = CellStore(name, storage, runs_dir, directions=plan.spec.directions)
     if fresh:
         store.reset()
-    store.study.sampler = plan.sampler(worker)
+    store.study.sampler = plan.sampler(worker, len(store.study.get_trials(deepcopy=False)))
     store.study.pruner = plan.pruner()
     stored = store.study.user_attrs.get("search_fingerprint")
     if stored is None:
@@ -232,10 +236,27 @@ def retry_failed(store: CellStore) -> int:
 
 
 def budget_left(store: CellStore, n_trials: int) -> int:
-    """Trials still to start: retries replace the trial they retry and are not counted."""
-    started = [t for t in store.study.get_trials(deepcopy=False)
-               if "failed_trial" not in t.system_attrs and t.state != TrialState.WAITING]
+    """Configurations still to start: ``n_trials`` counts distinct cells (configurations)
+    started, so a retry (same cell) or a dropped duplicate draw is not counted."""
+    started = {t.user_attrs["cell_id"] for t in store.trials() if t.state != TrialState.WAITING}
     return n_trials - len(started)
+
+
+#: draws in a row that may repeat a stored configuration before a worker stops asking (a small
+#: discrete space that is used up)
+MAX_DUPLICATE_DRAWS = 20
+
+
+def _taken(store: CellStore, cell_id: str, number: int) -> FrozenTrial | None:
+    """Another trial of the same configuration that was there first (lower number: two
+    workers drawing one configuration at once keep the first) or is finished; a FAIL is
+    retried, not re-asked."""
+    for t in store.trials():
+        if t.user_attrs["cell_id"] == cell_id and t.number != number and \
+                t.state != TrialState.FAIL and \
+                (t.number < number or t.state.is_finished()):
+            return t
+    return None
 
 
 def make_asker(plan: SearchPlan, store: CellStore, timeout: float | None):
@@ -253,13 +274,25 @@ def make_asker(plan: SearchPlan, store: CellStore, timeout: float | None):
         if not waiting and isinstance(sampler, optuna.samplers.GridSampler) and \
                 sampler.is_exhausted(store.study):  # optimize() stops there too
             return None
-        trial = store.study.ask()
-        frozen = store.storage.get_trial(trial._trial_id)
-        config = frozen.user_attrs.get("config") or plan.suggest(trial)
-        for key, value in (("cell_id", config["id"]), ("label", config["label"]),
-                           ("config", config)):
-            store.storage.set_trial_user_attr(trial._trial_id, key, value)
-        return store.hold(trial._trial_id, trial.number, config)
+        for _ in range(MAX_DUPLICATE_DRAWS):
+            # Optuna's ask() pops a queued trial (the defaults, retries) atomically
+            trial = store.study.ask()
+            frozen = store.storage.get_trial(trial._trial_id)
+            queued = frozen.user_attrs.get("config")
+            config = queued or plan.suggest(trial)
+            for key, value in (("cell_id", config["id"]), ("label", config["label"]),
+                               ("config", config)):
+                store.storage.set_trial_user_attr(trial._trial_id, key, value)
+            twin = None if queued else _taken(store, config["id"], trial.number)
+            if twin is None:
+                return store.hold(trial._trial_id, trial.number, config)
+            # the sampler drew a configuration already run or running: it is not run again
+            # and not counted; PRUNED (not FAIL) tells the sampler to look elsewhere
+            store.storage.set_trial_user_attr(trial._trial_id, "duplicate_of", twin.number)
+            store.study.tell(trial, state=TrialState.PRUNED)
+        log.warning("search %s: %d draws in a row repeated stored configurations; this worker "
+                    "stops", store.suite_name, MAX_DUPLICATE_DRAWS)
+        return None
 
     return ask
 
@@ -350,7 +383,7 @@ def run_search(suite: Suite, storage: str | None = None, fresh: bool = False,
         from bench.search_report import write_search_report
 
         report = write_search_report(plan, store, Path(reports_dir) / name)
-    return SearchOutcome(name, ran, len(store.study.trials), report)
+    return SearchOutcome(name, ran, len(store.by_cell()), report)
 
 
 # ---------------------------------------------------------------------------- the CLI

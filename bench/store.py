@@ -16,14 +16,23 @@ heartbeat thread) is older than the grace period, the rule of ``fail_stale_trial
 storage when the worker ran on this host and its process no longer exists; on a journal file
 when the worker's own heartbeat attribute is older than the grace period. The retry copies the
 trial as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, and the failed trial keeps an
-``error`` naming the worker. Two workers that queue the same cell at once run it once (see
-``_twin``).
+``error`` naming the worker. Queueing (``sync``) holds a lock shared by every worker of the
+study (``sync_lock``: a PostgreSQL advisory lock, else a file lock beside the store), so workers
+starting together queue each cell once and no duplicate is ever claimed; should one exist
+anyway (a storage the lock cannot cover), ``_twin`` drops it.
+
+A cell's id leaves out the settings that cannot change its result (bench/suite.py
+``NOT_IN_CELL_ID``): a rerun after any other change queues only the cells whose id is new and
+keeps the others; stored cells that left the grid stay in the store (a later run may want them
+again) and reports leave them out and count them (``outside``).
 
 ``SSMBENCH_HEARTBEAT_S`` / ``SSMBENCH_GRACE_S`` set the heartbeat interval and grace period
 (default 20 s / 120 s); ``SSMBENCH_WORKER_HOST`` names the worker's host (default: hostname).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -34,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -65,7 +75,7 @@ def worker_host() -> str:
 
 
 class StoreError(Exception):
-    """A store problem to report without a traceback (changed suite, bad storage URL)."""
+    """A store problem to report without a traceback (bad storage URL, other directions)."""
 
 
 @dataclass
@@ -76,6 +86,8 @@ class SyncSummary:
     retried: int = 0
     stale: int = 0
     running: int = 0
+    #: stored cells not in the suite's grid (kept, left out of reports)
+    outside: int = 0
 
 
 @dataclass
@@ -258,23 +270,43 @@ class CellStore:
     def running(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
-    def check_unchanged(self, cells: list[dict]) -> None:
-        stored = {t.user_attrs["label"]: t.user_attrs["cell_id"] for t in self.trials()}
-        changed = [c["label"] for c in cells if c["label"] in stored and stored[c["label"]] != c["id"]]
-        if changed:
-            listing = "\n  ".join(changed[:5]) + ("\n  ..." if len(changed) > 5 else "")
-            raise StoreError(
-                f"suite {self.suite_name!r} changed since it last ran: {len(changed)} cell(s) "
-                f"now have a different configuration under the same name:\n  {listing}\n"
-                f"Re-run with --fresh to discard the stored results ({self.dir}), or give the "
-                f"suite a new name.")
+    def outside(self, cells: list[dict]) -> int:
+        """How many stored cells are not among ``cells`` (they left the grid, or a setting in
+        their id changed): kept in the store, left out of reports."""
+        ids = {c["id"] for c in cells}
+        return sum(1 for cell_id in self.by_cell() if cell_id not in ids)
+
+    @contextlib.contextmanager
+    def sync_lock(self, timeout: float = 300):
+        """Held while a worker queues cells, by every worker of this study: a PostgreSQL
+        advisory lock (keyed by the study name) on a PostgreSQL storage, else a file lock in
+        the suite's run directory (journal and SQLite stores live on this file system)."""
+        if isinstance(self.storage, RDBStorage) and \
+                self.storage.engine.dialect.name == "postgresql":
+            import sqlalchemy
+
+            key = int.from_bytes(hashlib.sha1(self.suite_name.encode()).digest()[:8], "big",
+                                 signed=True)
+            with self.storage.engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(self.dir / "sync.lock"), timeout=timeout):
+            yield
 
     def sync(self, cells: list[dict], fresh: bool = False) -> SyncSummary:
         """Enqueue every cell that is not finished, queued or running; retry failed ones."""
         if fresh:
             self.reset()
-        summary = SyncSummary(total=len(cells))
-        self.check_unchanged(cells)
+        with self.sync_lock():
+            return self._sync(cells)
+
+    def _sync(self, cells: list[dict]) -> SyncSummary:
+        summary = SyncSummary(total=len(cells), outside=self.outside(cells))
         summary.stale = self.fail_stale()
         existing = self.by_cell()
         for cell in cells:
@@ -381,10 +413,14 @@ class CellStore:
 
     # ------------------------------------------------------------------ results
 
-    def latest_results(self) -> list[FrozenTrial]:
-        """For each cell, its COMPLETE trial if any, else its latest trial."""
+    def latest_results(self, cells: list[dict] | None = None) -> list[FrozenTrial]:
+        """For each cell (of ``cells`` only, when given), its COMPLETE trial if any, else its
+        latest trial."""
         out = []
-        for trials in self.by_cell().values():
+        ids = None if cells is None else {c["id"] for c in cells}
+        for cell_id, trials in self.by_cell().items():
+            if ids is not None and cell_id not in ids:
+                continue
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             out.append(done[-1] if done else max(trials, key=lambda t: t.number))
         return sorted(out, key=lambda t: t.number)

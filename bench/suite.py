@@ -2,8 +2,10 @@
 rules, per-cell overrides and stable cell ids. The format is documented in docs/suites.md.
 
 ``load_suite(path, set_values)`` returns a ``Suite`` whose ``cells()`` are fully resolved
-configurations; a cell's id is a hash of its resolved configuration, so the same experiment
-always has the same id and any change to it gives a new one.
+configurations; a cell's id is a hash of its resolved configuration minus the settings that
+cannot change its result (``NOT_IN_CELL_ID``), so the same experiment always has the same id, a
+change that can move a number gives a new one, and a change of logging or checkpoint cadence
+does not re-run anything.
 """
 from __future__ import annotations
 
@@ -144,10 +146,26 @@ class SuiteSpec(Strict):
     kernels: dict[str, Any] | None = None
 
 
+#: settings that cannot change a cell's trained model, metrics or history values, left out of
+#: its id: where the data lives, logging and checkpoint cadence, DataLoader worker processes
+#: (every item is seeded by (seed, epoch, index): bench/train.py ``SeededItems``) and the
+#: profiling settings. Everything else, including keys added later, is part of the id. A cell
+#: that finished keeps its stored profile when ``profile.*`` changes (docs/suites.md).
+#: ``train.threads`` stays in: the thread count changes the order of float reductions.
+NOT_IN_CELL_ID = ("dataset.root", "train.log_every", "train.checkpoint_every",
+                  "train.num_workers", "profile")
+
+
 def cell_id(config: dict) -> str:
-    """Stable id: a hash of the resolved configuration, minus where the data lives."""
+    """Stable id: a hash of the resolved configuration minus ``NOT_IN_CELL_ID``."""
     identity = copy.deepcopy(config)
-    identity.get("dataset", {}).pop("root", None)
+    for dotted in NOT_IN_CELL_ID:
+        *parents, last = dotted.split(".")
+        node = identity
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -281,6 +299,7 @@ def load_suite(path: str | Path, set_values: list[str] | None = None,
         if check_names:
             validate_names(suite)
             check_corruptions(suite)
+            check_device(suite)
         if not suite.cells():
             raise suite.error("the grid is empty after the exclude rules", ("exclude",))
     elif spec.kernels is None:
@@ -415,6 +434,21 @@ def check_dataset_options(suite: Suite, cls, dataset: DatasetRef, index: int) ->
             check(**dataset.options)
         except DataError as exc:
             raise suite.error(str(exc), ("grid", "datasets", index)) from None
+
+
+def check_device(suite: Suite) -> None:
+    """``train.device: cuda`` needs a CUDA device here (else every cell would fail at run
+    time)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for index, cell in enumerate(suite.cells()):
+        if cell["train"]["device"] == "cuda":
+            where = ("train", "device") if suite.spec.train.device == "cuda" else ("overrides",)
+            raise suite.error(f"train.device is 'cuda' (cell {cell['label']}) but this machine "
+                              f"has no CUDA device; use device: auto or cpu, or run it on a "
+                              f"GPU machine", where)
 
 
 def check_corruptions(suite: Suite) -> None:

@@ -1,11 +1,18 @@
 """Train and evaluate one cell.
 
 Reproducibility: every seed is set from the cell's seed, deterministic algorithms are requested,
-the batch order of epoch e is a permutation drawn from a generator seeded by (seed, e), and the
-thread count is fixed per cell; the same cell on the same CPU gives the same metrics.
-Resumability: a checkpoint (model, optimiser, schedule, RNG states, history) is written
+the batch order of epoch e is a permutation drawn from a generator seeded by (seed, e), every
+training item is drawn under its own RNG seed, a function of (seed, e, index) (``SeededItems``:
+augmentation, modality dropout and misregistration do not depend on which items came before or
+on the DataLoader's workers), DataLoaders draw their worker seeds from their own generator,
+never from the global RNG, and the thread count is fixed per cell; the same cell on the same
+machine and build gives bit-identical metrics (across CPU models they differ slightly: README
+"Reruns and determinism").
+Resumability: a checkpoint (model, optimiser, schedule, every RNG stream, history) is written
 atomically every ``checkpoint_every`` iterations; a killed cell restarts from it and, because the
-batch order is a function of the iteration, continues exactly where it stopped.
+batch order and every item are functions of the iteration, and the global RNG (dropout, drop
+path) is restored, continues exactly where it stopped: every logged loss, validation and
+metric equals the uninterrupted run's.
 Under torchrun (bench/distributed.py) each rank trains on its slice of every global batch with
 DDP and synchronised BatchNorm; evaluation is sharded and summed; rank 0 alone writes
 checkpoints and profiles.
@@ -72,8 +79,70 @@ class EpochBatchSampler(Sampler):
             if epoch != perm_epoch:
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 perm, perm_epoch = torch.randperm(self.size, generator=gen).tolist(), epoch
-            batch = perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+            batch = [(index, epoch) for index in perm[pos * self.batch_size:
+                                                      (pos + 1) * self.batch_size]]
             yield distributed.batch_slice(batch) if distributed.active() else batch
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The RNG seed of training item ``index`` in epoch ``epoch`` of a cell seeded ``seed``."""
+    words = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, epoch, index]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Training items keyed by ``(index, epoch)``, each drawn with the global torch, numpy and
+    python RNGs seeded by ``item_seed`` and restored afterwards. Datasets draw their random
+    augmentation from the global torch RNG (bench/data/transforms.py); seeded per item, what an
+    item looks like no longer depends on the items drawn before it, on the DataLoader worker
+    that draws it, or on where a resumed run started."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, epoch = key
+        seed = item_seed(self.seed, epoch, index)
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2 ** 32)
+            random.seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                np.random.set_state(numpy_state)
+                random.setstate(python_state)
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: it draws the workers' base seed when an iterator starts,
+    which would otherwise be a draw from the global RNG (one more on every resume)."""
+    return torch.Generator().manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG stream that affects a result and a checkpoint restores: the global torch (and
+    CUDA) generators that dropout and drop path draw from, numpy and python. The batch order
+    and the items are functions of (seed, epoch, index), and a DataLoader's own generator only
+    picks its workers' base seeds, which no item depends on (``SeededItems``): none has state
+    to keep."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def lr_factor(train: dict, total: int) -> Callable[[int], float]:
@@ -168,17 +237,16 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        set_rng_state(state["rng"])
         history, start = state["history"], state["iteration"]
         running_loss = state["running_loss"]
     if start >= total:
         return {"history": history, "iterations": total, "resumed_from": start}
 
     sampler = EpochBatchSampler(len(dataset), train["batch_size"], config["seed"], start, total)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=train["num_workers"],
-                        collate_fn=default_collate)
+    loader = DataLoader(SeededItems(dataset, config["seed"]), batch_sampler=sampler,
+                        num_workers=train["num_workers"], collate_fn=default_collate,
+                        generator=loader_generator(config["seed"]))
     use_amp = train["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     model.train()
@@ -227,9 +295,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "iteration": it, "history": history,
-                "running_loss": running,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()}})
+                "running_loss": running, "rng": rng_state()})
     bar.close()
     return {"history": history, "iterations": total, "resumed_from": start}
 
@@ -249,7 +315,8 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
         dataset = torch.utils.data.Subset(dataset, range(distributed.rank(), samples,
                                                          distributed.world_size()))
     loader = DataLoader(dataset, batch_size=ev["batch_size"], shuffle=False,
-                        num_workers=config["train"]["num_workers"])
+                        num_workers=config["train"]["num_workers"],
+                        generator=loader_generator(config["seed"]))
     model.eval()
     protocol = ev["protocol"] or info.protocol
     meter = ReferringMeter() if referring else ConfusionMeter(info.num_classes, info.ignore_index)

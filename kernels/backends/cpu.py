@@ -7,9 +7,17 @@ runs code built for another CPU. The library has no torch headers (a seconds-lon
 entry points are called through ctypes with the tensors' data pointers. When the build fails
 (no compiler, no ninja) ``available()`` says why and ``auto`` falls back to ``torch`` with one
 logged line. ``SSMBENCH_NO_CPP_KERNELS=1`` disables the backend.
+
+A build never hangs: builders take ``build.lock`` in the build directory, an OS file lock
+(``filelock``) that the kernel releases when its owner dies however it dies (SIGKILL, a hang-up).
+Holding it, a builder removes the ``lock`` file torch's ``cpp_extension`` left behind when a
+build was killed (otherwise torch waits on it forever). A lock held by a live build is waited on
+with a message naming it, for up to ``$SSMBENCH_KERNEL_LOCK_TIMEOUT_S`` (default 300 s); then the
+``torch`` backend is used with one logged line.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -18,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import filelock
 import torch
 
 from kernels.selective_scan import ScanBackend, compute_dtype, register_backend
@@ -28,6 +37,8 @@ SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "selective_scan_cpu.c
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-std=c++17"]
 #: steps between the states the forward keeps for the backward
 CHUNK = 32
+#: seconds a build waits for another live process's build of the same kernel
+LOCK_TIMEOUT_S = 300
 
 
 class _Args(ctypes.Structure):
@@ -82,15 +93,14 @@ def _build_and_load():
     from torch.utils import cpp_extension
 
     _put_ninja_on_path()
-    digest = hashlib.sha1(SOURCE.read_bytes() + _cpu_signature().encode()
-                          + " ".join(CFLAGS).encode()).hexdigest()[:12]
-    name = f"ssmbench_scan_cpu_{digest}"
-    build_dir = cache_dir() / name
+    build_dir = kernel_build_dir()
+    name = build_dir.name
     build_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    path = cpp_extension.load(
-        name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
-        build_directory=str(build_dir), is_python_module=False, verbose=False)
+    with build_lock(build_dir):
+        path = cpp_extension.load(
+            name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
+            build_directory=str(build_dir), is_python_module=False, verbose=False)
     lib = ctypes.CDLL(path)
     for fn in (lib.ssm_cpu_forward, lib.ssm_cpu_backward):
         fn.argtypes = [ctypes.POINTER(_Args), ctypes.c_int]
@@ -98,6 +108,42 @@ def _build_and_load():
     lib.ssm_cpu_lanes.argtypes = [ctypes.c_int]
     log.debug("selective_scan cpu kernel ready in %.1f s (%s)", time.perf_counter() - start, path)
     return lib
+
+
+def kernel_build_dir() -> Path:
+    """Where this source, CPU and flags build: ``cache_dir()/ssmbench_scan_cpu_<hash>``."""
+    digest = hashlib.sha1(SOURCE.read_bytes() + _cpu_signature().encode()
+                          + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    return cache_dir() / f"ssmbench_scan_cpu_{digest}"
+
+
+def lock_timeout() -> float:
+    return float(os.environ.get("SSMBENCH_KERNEL_LOCK_TIMEOUT_S", LOCK_TIMEOUT_S))
+
+
+@contextlib.contextmanager
+def build_lock(build_dir: Path):
+    """Hold ``build_dir/build.lock`` for a build (see the module docstring); raises
+    RuntimeError naming the lock when a live build holds it past ``lock_timeout()``."""
+    lock = filelock.FileLock(str(build_dir / "build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log.warning("waiting for %s: another process is building the cpu scan kernel (up to "
+                    "%.0f s, then the torch backend is used)", lock.lock_file, lock_timeout())
+        try:
+            lock.acquire(timeout=lock_timeout())
+        except filelock.Timeout:
+            raise RuntimeError(f"{lock.lock_file} held by another build for over "
+                               f"{lock_timeout():.0f} s") from None
+    try:
+        baton = build_dir / "lock"  # torch's FileBaton: only a killed build leaves it here
+        if baton.exists():
+            log.warning("removing %s, left by a killed build", baton)
+            baton.unlink(missing_ok=True)
+        yield
+    finally:
+        lock.release()
 
 
 def _put_ninja_on_path() -> None:

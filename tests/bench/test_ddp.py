@@ -86,3 +86,31 @@ def test_one_process_takes_the_whole_batch_and_gloo_bn_is_plain_bn_outside_torch
     assert type(model[0]) is distributed.GlooSyncBatchNorm
     x = torch.randn(3, 4, 5, 5)
     assert torch.equal(model(x), torch.nn.BatchNorm2d(4).train()(x))
+
+
+def test_torchrun_cell_killed_mid_training_resumes_exactly(write_suite, tmp_path):
+    """SIGKILL of torchrun and both ranks after a checkpoint; the rerun resumes the cell and
+    stores the uninterrupted torchrun run's losses, validations and metrics, bit for bit.
+    SynRGBX draws random augmentation for every item, on whichever rank takes it."""
+    from tests.bench.test_resume_exact import ENV, _resumed, _stored, kill_when_mid_cell
+
+    text = SUITE.replace("[{name: toy_rgbx}]", "[{name: synrgbx, size: 32, counts: [48, 16, 16]}]"
+                         ).replace("plugins: [TOY_PLUGIN]\n", "").replace("iterations: 12",
+                                                                           "iterations: 16")
+    path = write_suite(text)
+
+    def torchrun(runs: Path) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                str(REPO / "run_bench.py"), str(path), "--runs-dir", str(runs),
+                "--no-progress", "--no-report"]
+
+    reference, runs = tmp_path / "reference", tmp_path / "killed"
+    done = subprocess.run(torchrun(reference), env=ENV, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kill_when_mid_cell(torchrun(runs), runs, "toy_ddp", after=0)
+    done = subprocess.run(torchrun(runs), env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert any(0 < r < 16 for r in _resumed(runs, "toy_ddp")), _resumed(runs, "toy_ddp")
+    assert _stored(runs, "toy_ddp") == _stored(reference, "toy_ddp")

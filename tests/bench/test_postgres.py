@@ -1,7 +1,7 @@
 """Workers on "several machines" share one suite through a real PostgreSQL server on loopback
-(Debian's postgresql: initdb + pg_ctl into a temporary folder). Two worker processes run each
-cell exactly once and the report, read back from the server, lists them all; a worker killed
-with SIGKILL mid-cell stops its heartbeat and the other worker retries the cell from its
+(Debian's postgresql: initdb + pg_ctl into a temporary folder). Three worker processes run each
+cell exactly once, leaving no FAIL trial, and the report, read back from the server, lists them
+all; a worker killed with SIGKILL mid-cell stops its heartbeat and the other worker retries the cell from its
 checkpoint. Each worker names its own host (SSMBENCH_WORKER_HOST), so only Optuna's heartbeat,
 not the same-host process check, can notice the dead one."""
 import glob
@@ -18,7 +18,8 @@ import pytest
 from bench.cli import main
 from bench.store import CellStore
 from tests.bench.test_workers import (LONG_SUITE, SUITE, check_each_cell_once,
-                                      check_killed_cell_finished, finish,
+                                      check_killed_cell_finished, check_no_failed_trials,
+                                      finish,
                                       kill_one_and_finish_the_other, start_worker,
                                       trials_by_label)
 
@@ -88,15 +89,16 @@ def _suite(write_suite, text: str, name: str):
     return write_suite(text.replace("name: toy\n", f"name: {name}\n", 1), f"{name}.yaml")
 
 
-def test_two_workers_on_postgres_run_each_cell_once(write_suite, tmp_path, postgres_url):
+def test_three_workers_on_postgres_run_each_cell_once(write_suite, tmp_path, postgres_url):
     path = _suite(write_suite, SUITE, "pg_once")
-    procs = [start_worker(path, tmp_path, postgres_url, host=f"machine-{i}") for i in range(2)]
+    procs = [start_worker(path, tmp_path, postgres_url, host=f"machine-{i}") for i in range(3)]
     results = [finish(p) for p in procs]
-    assert [rc for rc, _ in results] == [0, 0], results
+    assert [rc for rc, _ in results] == [0, 0, 0], results
     store = CellStore("pg_once", postgres_url, tmp_path / "runs")
     by_label = check_each_cell_once(store, 4)
+    check_no_failed_trials(store)
     hosts = {t.user_attrs["worker"]["host"] for ts in by_label.values() for t in ts}
-    assert hosts <= {"machine-0", "machine-1"}
+    assert hosts <= {"machine-0", "machine-1", "machine-2"}
     # the report is regenerated from the shared storage alone
     report_dir = tmp_path / "other_machine"
     assert main(["report", str(path), "--storage", postgres_url, "--runs-dir",

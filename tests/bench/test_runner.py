@@ -1,5 +1,5 @@
 """Runner and store: finished cells are skipped, failures are recorded and the suite goes on,
-changed configs are refused, a cell is deterministic, and a killed run resumes exactly."""
+a changed setting re-runs only the cells it changes, a cell is deterministic, and a killed run resumes exactly."""
 import os
 import signal
 import subprocess
@@ -59,14 +59,36 @@ def test_failing_cell_is_recorded_and_the_suite_goes_on(write_suite, tmp_path, c
     assert "## Failed cells" in report and "loss became nan" in report
 
 
-def test_changed_config_is_refused_until_fresh(write_suite, tmp_path, capsys):
-    path = write_suite(TOY_SUITE)
+def test_reruns_after_a_change_run_only_the_new_cells(write_suite, tmp_path, capsys):
+    path = write_suite(TOY_SUITE.replace("train: {", "stages: [train, eval]\ntrain: {"))
     assert _run(path, tmp_path) == 0
     capsys.readouterr()
-    assert _run(path, tmp_path, "--set", "train.lr=0.02") == 2
+    # logging cadence cannot change a result: nothing re-runs
+    assert _run(path, tmp_path, "--set", "train.log_every=3") == 0
+    assert "0 cell(s) run now, 2 already finished" in capsys.readouterr().out
+    # a new learning rate for the add cell only: that cell is new, the other one is kept
+    lr = ["--set", "overrides=[{match: {fusion: add}, set: {train.lr: 0.02}}]"]
+    assert _run(path, tmp_path, *lr) == 0
+    out = capsys.readouterr().out
+    assert "1 cell(s) run now, 1 already finished" in out
+    assert "1 stored cell(s) outside the grid" in out
+    by_cell = CellStore("toy", None, tmp_path / "runs").by_cell()  # the old add cell stays
+    assert sorted(t.state.name for ts in by_cell.values() for t in ts) == ["COMPLETE"] * 3
+    report = (tmp_path / "reports" / "toy" / "README.md").read_text()
+    assert "1 stored cell(s) outside the suite's grid" in report
+    assert "Cells: 2 complete, 0 failed, 0 pending, of 2." in report
+    assert _run(path, tmp_path, *lr, "--fresh") == 0
+    assert "2 cell(s) run now, 0 already finished" in capsys.readouterr().out
+
+
+def test_cuda_device_without_cuda_is_refused_at_load(write_suite, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = write_suite(TOY_SUITE)
+    assert _run(path, tmp_path, "--set", "train.device=cuda") == 2
     err = capsys.readouterr().err
-    assert "changed since it last ran" in err and "--fresh" in err and "Traceback" not in err
-    assert _run(path, tmp_path, "--set", "train.lr=0.02", "--fresh") == 0
+    assert "train.device" in err and "no CUDA device" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "toy").exists()  # refused before anything ran
 
 
 def test_same_seed_same_metrics(write_suite, tmp_path):

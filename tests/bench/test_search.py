@@ -235,3 +235,19 @@ def test_two_search_workers_share_the_trial_budget(write_suite, tmp_path):
     first = [optuna.create_study(sampler=plan.sampler(worker)).ask().suggest_float(
         "train.lr", 1e-4, 0.1, log=True) for worker in (0, 1, 0)]
     assert first[0] == first[2] != first[1]
+
+
+def test_a_resumed_search_asks_only_new_configurations(write_suite, tmp_path):
+    """The rerun's sampler does not replay the first run's draws: every trial is a distinct
+    configuration and the budget counts distinct configurations."""
+    text = SEARCH.replace("iterations: 16", "iterations: 4").replace(
+        "name: median, n_startup_trials: 2", "name: none")
+    path = write_suite(text)
+    assert _search(path, tmp_path, "--n-trials", "2") == 0
+    assert _search(path, tmp_path, "--n-trials", "4") == 0
+    trials = _trials(tmp_path)
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    lrs = [t.params["train.lr"] for t in trials]
+    assert len(set(lrs)) == 4, lrs
+    store = CellStore("toy_search", None, tmp_path / "runs")
+    assert len(store.by_cell()) == 4
