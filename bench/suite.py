@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.profile import ProfileSpec
 from bench.search_space import SearchSpec
 from bench import suite_checks
-from bench.suite_yaml import (KeyPath, Origin, SuiteError, apply_set, format_key_path,
-                              load_with_bases, parse_set, raise_all)
+from bench.suite_yaml import (COMMAND_LINE, KeyPath, Origin, SuiteError, apply_set,
+                              format_key_path, load_with_bases, parse_set, raise_all)
 
 GRID_KEYS = ("model", "size", "fusion", "dataset", "seed")
 
@@ -181,6 +181,12 @@ class Suite:
 
     def error(self, message: str, key_path: KeyPath) -> SuiteError:
         origin = _nearest_origin(self.origins, key_path)
+        # a value under this key set by --set is the likeliest cause: name the command line
+        n = len(tuple(key_path))
+        from_command_line = [o for k, o in self.origins.items() if k[:n] == tuple(key_path)
+                             and o.file.startswith(COMMAND_LINE)]
+        if from_command_line:
+            origin = from_command_line[0]
         return SuiteError(message, origin.file if origin else str(self.path), key_path,
                           origin.line if origin else None)
 

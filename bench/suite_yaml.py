@@ -218,6 +218,8 @@ def apply_set(data: dict, origins: dict, assignments: list[tuple[KeyPath, Any, s
         elif isinstance(node, dict):
             node[last] = value
         _replace_origins(origins, {path: Origin(where, None)}, path)
+        for depth in range(1, len(path)):  # mappings the assignment created
+            origins.setdefault(path[:depth], Origin(where, None))
 
 
 def _step(node: Any, part, next_part, prefix: KeyPath, where: str) -> Any:
