@@ -27,4 +27,4 @@ def test_documented_fusion_plugin_validates_from_outside_the_repository(tmp_path
     import models
 
     module = models.create_fusion("gated_add", [4, 8], init_gate=1.0)
-    assert [float(g.flatten()[0]) for g in module.gates] == [1.0, 1.0]
+    assert [g.detach().flatten()[0].item() for g in module.gates] == [1.0, 1.0]
