@@ -53,12 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.add_argument("--fresh", action="store_true", help="discard stored results and start over")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the suite (with the preflight), print the cells and exit")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip building and running every model on the data's first items")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true")
 
-    p = sub.add_parser("validate", help="check a suite and print its cells")
+    p = sub.add_parser("validate", help="check a suite (names, data, a forward and backward "
+                                        "pass of every model) and print its cells")
     _add_suite_args(p)
+    p.add_argument("--no-preflight", action="store_true",
+                   help="check names only; do not build the models or read the data")
 
     p = sub.add_parser("report", help="regenerate a suite's report from its store")
     _add_suite_args(p)
@@ -108,6 +114,7 @@ def cmd_run(args) -> int:
     if suite.spec.kind == "kernels":
         return _run_kernels(suite, args.reports_dir, not args.no_progress)
     if args.dry_run:
+        _preflight(suite, args)
         print_cells(suite)
         return 0
     from bench.runner import run_suite
@@ -115,7 +122,7 @@ def cmd_run(args) -> int:
     outcome = run_suite(suite, storage=args.storage, fresh=args.fresh, runs_dir=args.runs_dir,
                         workers=args.workers, progress=not args.no_progress,
                         set_values=args.set_values, write_report=not args.no_report,
-                        reports_dir=args.reports_dir)
+                        reports_dir=args.reports_dir, preflight=not args.no_preflight)
     return _summarise(outcome)
 
 
@@ -177,10 +184,21 @@ def cmd_kernels(args) -> int:
     return _run_kernels(suite, args.reports_dir, not args.no_progress)
 
 
+def _preflight(suite, args) -> None:
+    """Every model of the suite built and run once on the data's first items (bench/preflight.py)."""
+    if suite.spec.kind != "train" or getattr(args, "no_preflight", False):
+        return
+    from bench.preflight import preflight
+
+    print(preflight(suite).format())
+
+
 def cmd_validate(args) -> int:
     from bench.suite import load_suite
 
-    print_cells(load_suite(args.suite, args.set_values))
+    suite = load_suite(args.suite, args.set_values)
+    _preflight(suite, args)
+    print_cells(suite)
     return 0
 
 
@@ -229,7 +247,8 @@ def main(argv: list[str] | None = None, default_command: str | None = None) -> i
     try:
         return handler(args)
     except _expected_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "errors", None) or [exc]:  # SuiteErrors: one line each
+            print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; finished cells are kept, run again to resume", file=sys.stderr)

@@ -172,8 +172,13 @@ def check_real_data(cells: list[dict]) -> None:
 def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
               runs_dir: str | Path = "runs", workers: int = 1, progress: bool = True,
               set_values: list[str] | None = None, study_name: str | None = None,
-              write_report: bool = True, reports_dir: str | Path = "reports") -> RunOutcome:
+              write_report: bool = True, reports_dir: str | Path = "reports",
+              preflight: bool = True) -> RunOutcome:
     name = study_name or suite.name
+    if preflight and distributed.is_main():  # every model once on the data, before any cell
+        from bench.preflight import preflight as run_preflight
+
+        print(run_preflight(suite).format(), flush=True)
     if distributed.init(suite.spec.train.device) and not distributed.is_main():
         follow()
         return RunOutcome(f"{name} [rank {distributed.rank()}: trained rank 0's cells]",

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.profile import ProfileSpec
 from bench.search_space import SearchSpec
-from bench.suite_yaml import (KeyPath, Origin, SuiteError, apply_set, format_key_path,
-                              load_with_bases, parse_set)
+from bench import suite_checks
+from bench.suite_yaml import (COMMAND_LINE, KeyPath, Origin, SuiteError, apply_set,
+                              format_key_path, load_with_bases, parse_set, raise_all)
 
 GRID_KEYS = ("model", "size", "fusion", "dataset", "seed")
 
@@ -198,6 +199,12 @@ class Suite:
 
     def error(self, message: str, key_path: KeyPath) -> SuiteError:
         origin = _nearest_origin(self.origins, key_path)
+        # a value under this key set by --set is the likeliest cause: name the command line
+        n = len(tuple(key_path))
+        from_command_line = [o for k, o in self.origins.items() if k[:n] == tuple(key_path)
+                             and o.file.startswith(COMMAND_LINE)]
+        if from_command_line:
+            origin = from_command_line[0]
         return SuiteError(message, origin.file if origin else str(self.path), key_path,
                           origin.line if origin else None)
 
@@ -296,10 +303,14 @@ def load_suite(path: str | Path, set_values: list[str] | None = None,
     if spec.kind == "train":
         if spec.grid is None:
             raise suite.error("a train suite needs a grid: (models, sizes, datasets, ...)", ())
+        suite_checks.resolve_roots(suite)
+        # rules naming a non-axis would fail inside cells() with a KeyError
+        raise_all(suite_checks.check_rules(suite))
         if check_names:
             validate_names(suite)
             check_corruptions(suite)
             check_device(suite)
+            raise_all([error for check in NAME_CHECKS for error in check(suite)])
         if not suite.cells():
             raise suite.error("the grid is empty after the exclude rules", ("exclude",))
     elif spec.kernels is None:
@@ -359,6 +370,13 @@ def _did_you_mean_key(loc: tuple) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+#: checks of names against what exists, run after validate_names; each returns every problem
+#: it finds (bench/suite_checks.py), and load_suite reports them all at once
+NAME_CHECKS = [suite_checks.check_duplicates, suite_checks.check_baseline,
+               suite_checks.check_search_space, suite_checks.check_augment,
+               suite_checks.check_fusion_modalities]
+
+
 def validate_names(suite: Suite) -> None:
     """Every model, size, fusion and dataset must be registered; roots must exist."""
     import models
@@ -388,14 +406,7 @@ def validate_names(suite: Suite) -> None:
         except UnknownDatasetError as exc:
             raise suite.error(str(exc), ("grid", "datasets", i, "name")) from None
         check_dataset_options(suite, cls, dataset, i)
-        if dataset.root is not None:
-            root = Path(dataset.root).expanduser()
-            if not root.is_absolute():
-                root = suite.path.parent / root
-            if not root.exists():
-                raise suite.error(f"dataset root {dataset.root!r} does not exist ({root}); "
-                                  f"point it at the dataset folder", ("grid", "datasets", i,
-                                                                      "root"))
+        raise_all(suite_checks.check_root(suite, cls, dataset, i))
     missing = [(c["model"], c["size"]) for c in suite.cells()
                if not models.is_model(c["model"], c["size"])]
     if missing:

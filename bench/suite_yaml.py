@@ -7,6 +7,7 @@ file and line it came from, including a value inherited from a base suite.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ class SuiteError(Exception):
             where += f":{self.line}"
         key = format_key_path(self.key_path)
         return f"{where}: {key + ': ' if key else ''}{self.message}"
+
+
+class SuiteErrors(SuiteError):
+    """Several problems found together (validation and preflight report all of them at once);
+    ``errors`` keeps each one, ``str()`` gives one line per problem."""
+
+    def __init__(self, errors: list[SuiteError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.message, first.file, first.key_path, first.line)
+
+    def format(self) -> str:
+        return "\n".join(e.format() for e in self.errors)
+
+
+def raise_all(errors: list[SuiteError]) -> None:
+    """Raise the one error, or all of them together; nothing when the list is empty."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise SuiteErrors(errors)
 
 
 def format_key_path(path: KeyPath) -> str:
@@ -80,9 +102,14 @@ def load_yaml(path: Path) -> tuple[Any, dict[KeyPath, Origin]]:
     """Parse ``path`` into plain Python objects plus the origin of every key path."""
     file = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SuiteError("file not found", file) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise SuiteError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded); "
+                         f"save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", file, (),
+                         line) from None
     except OSError as exc:
         raise SuiteError(f"cannot read: {exc.strerror}", file) from None
     try:
@@ -152,26 +179,69 @@ def load_with_bases(path: Path, _chain: tuple = ()) -> tuple[dict, dict[KeyPath,
 
 
 def parse_set(assignments: list[str]) -> list[tuple[KeyPath, Any, str]]:
-    """``["train.lr=3e-4", "grid.seeds=[0,1]"]`` -> [(("train", "lr"), 0.0003, text), ...]."""
+    """``["train.lr=3e-4", "grid.datasets.0.root=/data"]`` -> [(("train", "lr"), 0.0003, text),
+    (("grid", "datasets", 0, "root"), "/data", text)]. A list item is addressed by its index,
+    as ``datasets.0`` or ``datasets[0]``."""
     out = []
     for text in assignments:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
-            raise SuiteError(f"--set expects key.path=value, got {text!r}", "command line")
+            raise SuiteError(f"--set expects key.path=value, got {text!r}", COMMAND_LINE)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        out.append((tuple(key.strip().split(".")), value, text))
+        parts: list = []
+        for part in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split("."):
+            if not part:
+                raise SuiteError(f"--set {text!r}: empty key in {key.strip()!r}", COMMAND_LINE)
+            parts.append(int(part) if part.isdigit() else part)
+        out.append((tuple(parts), value, text))
     return out
+
+
+#: where a ``--set`` error is reported: the command line, never a line of the suite file
+COMMAND_LINE = "command line"
 
 
 def apply_set(data: dict, origins: dict, assignments: list[tuple[KeyPath, Any, str]]) -> None:
     for path, value, text in assignments:
-        node = data
-        for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[path[-1]] = value
-        _replace_origins(origins, {path: Origin(f"command line (--set {text})", None)}, path)
+        where = f"{COMMAND_LINE} (--set {text})"
+        node: Any = data
+        for depth, part in enumerate(path[:-1]):
+            node = _step(node, part, path[depth + 1], path[:depth + 1], where)
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise SuiteError(_list_problem(path, len(node)), where)
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        _replace_origins(origins, {path: Origin(where, None)}, path)
+        for depth in range(1, len(path)):  # mappings the assignment created
+            origins.setdefault(path[:depth], Origin(where, None))
+
+
+def _step(node: Any, part, next_part, prefix: KeyPath, where: str) -> Any:
+    """One step of a ``--set`` path; creates mappings that do not exist yet, refuses to go
+    through a value that is neither a mapping nor a list (``train.lr.max`` with lr a number)."""
+    if isinstance(node, list):
+        if not isinstance(part, int) or part >= len(node):
+            raise SuiteError(_list_problem(prefix, len(node)), where)
+        child = node[part]
+    else:
+        if isinstance(part, int):
+            part = str(part)
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+    if not isinstance(child, (dict, list)):
+        raise SuiteError(f"{format_key_path(prefix)} is {child!r}, not a mapping or a list, so "
+                         f"it has no key {next_part!r}; set {format_key_path(prefix)} itself",
+                         where)
+    return child
+
+
+def _list_problem(path: KeyPath, length: int) -> str:
+    return (f"{format_key_path(path[:-1])} is a list of {length} item(s): address an item by its "
+            f"index 0..{length - 1} ({format_key_path(path[:-1])}.0...), got {path[-1]!r}")

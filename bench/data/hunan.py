@@ -72,6 +72,7 @@ class HunanDataset(RGBXFolderDataset):
     layout_markers = {"mmseg": "cat1/<split>/ lbl/<split>/ (15-band tif)",
                       "native": "<split>/s2/ <split>/s1/ <split>/lc/ [<split>/dem/]"}
     norm = {"rgb": (S2_MEAN, S2_STD), "x": (S1_MEAN, S1_STD)}
+    eight_bit = ()  # Sentinel-2 / Sentinel-1 float and 16-bit bands
     full_scale = {"rgb": 10000.0, "x": 25.0}  # S2 reflectance x 1e4; S1 backscatter span in dB
 
     def __init__(self, root=None, split="train", augment=None, corruption=None, layout="auto",

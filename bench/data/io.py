@@ -191,7 +191,7 @@ def read_split_file(path: Path) -> list[str]:
     """
     require_file(path, "split file")
     stems = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "split file").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -203,6 +203,19 @@ def read_split_file(path: Path) -> list[str]:
                              kind="bad split line")
         stems.append(token)
     return stems
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file (a BOM is dropped); another encoding is a ``DataFormatError`` naming the
+    file, the line and what to do."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise DataFormatError(f"{what} is not UTF-8 (line {line}, byte 0x{data[error.start]:02x}); "
+                              f"save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > NEW`",
+                              path, kind="bad encoding") from None
 
 
 def list_stems(folder: Path, suffixes: tuple[str, ...]) -> list[str]:

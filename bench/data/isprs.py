@@ -60,6 +60,7 @@ class _ISPRSDataset(RGBXFolderDataset):
     layouts = ("mmseg",)
     layout_markers = {"mmseg": "img_dir/<split>/ ann_dir/<split>/ [dsm_dir/<split>/]"}
     norm = {"rgb": ((0.0,), (255.0,)), "x": ((0.0,), (1.0,))}
+    eight_bit = ("rgb",)  # the DSM / nDSM is float or 16-bit
     full_scale = {"x": 1.0}
 
     def __init__(self, root=None, split="train", augment=None, corruption=None, layout="auto",

@@ -42,6 +42,7 @@ class LoveDADataset(RGBXFolderDataset):
     layout_markers = {"mmseg": "img_dir/{train,val,test}/ ann_dir/{train,val}/",
                       "native": "Train/Urban/images_png/ Train/Urban/masks_png/ ..."}
     norm = {"rgb": (IMAGENET_MEAN_255, IMAGENET_STD_255)}
+    eight_bit = ("rgb",)
 
     def __init__(self, root=None, split="train", augment=None, corruption=None, layout="auto",
                  *, scene: str = "both", **options):

@@ -156,6 +156,7 @@ class _ReferringDataset(RGBXFolderDataset):
     layouts = ("refer",)
     layout_markers = {"refer": "<dataset>/instances.json <dataset>/refs(<split_by>).p train2014/"}
     norm = {"rgb": (IMAGENET_MEAN_255, IMAGENET_STD_255)}
+    eight_bit = ("rgb",)
     default_split_by: str
     folder: str
 

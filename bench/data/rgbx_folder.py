@@ -58,10 +58,13 @@ class RGBXFolderDataset(Dataset):
     norm: ClassVar[dict[str, tuple]] = SIGMA_NORM
     #: modality -> full-scale raw value for float data (noise corruption), e.g. {"x": 1.0}
     full_scale: ClassVar[dict[str, float]] = {}
+    #: modalities whose files hold 8-bit values (the normalisation is in 0..255 units): a file of
+    #: another bit depth there is refused, or rescaled with the option ``rescale_16bit: true``
+    eight_bit: ClassVar[tuple[str, ...]] = ("rgb", "x")
 
     def __init__(self, root=None, split: str = "train", augment=None, corruption=None,
                  layout: str = "auto", *, corruption_seed: int = 0, norm: dict | None = None,
-                 rgb_order: str = "rgb", x_replicate: int = 1):
+                 rgb_order: str = "rgb", x_replicate: int = 1, rescale_16bit: bool = False):
         name = self.info.name
         if root is None:
             raise DataError(f"dataset {name!r} needs root: the folder holding its files "
@@ -72,6 +75,7 @@ class RGBXFolderDataset(Dataset):
         if rgb_order not in ("rgb", "bgr"):
             raise DataError(f"rgb_order must be 'rgb' or 'bgr', got {rgb_order!r}")
         self.rgb_order = rgb_order
+        self.rescale_16bit = bool(rescale_16bit)
         self.layout = self.resolve_layout(self.root, layout)
         self.split = split
         self.x_replicate = int(x_replicate)
@@ -184,6 +188,8 @@ class RGBXFolderDataset(Dataset):
         for modality, channels in self.info.modalities.items():
             if modality == "text":
                 continue  # token ids, not an image (referring datasets)
+            if modality in self.eight_bit:
+                arrays[modality] = self.check_bit_depth(arrays[modality], entry, modality)
             if modality == "x":
                 channels //= self.x_replicate  # the file holds the native channels
             array = channels_last(arrays[modality])
@@ -198,6 +204,20 @@ class RGBXFolderDataset(Dataset):
             sample["rgb"] = sample["rgb"][..., ::-1]  # Sigma's cv2.imread: BGR order (see §0)
         sample["label"] = label
         return sample
+
+    def check_bit_depth(self, array: np.ndarray, entry: Entry, modality: str) -> np.ndarray:
+        """An 8-bit modality read from a 16-bit file (a raw ``I;16`` thermal frame) would be
+        normalised with 0..255 statistics and train on values up to 65535."""
+        if array.dtype.kind not in "ui" or array.dtype.itemsize == 1:
+            return array
+        if self.rescale_16bit and array.dtype == np.uint16:
+            return (array >> 8).astype(np.uint8)  # OpenCV's 16 -> 8 bit reading (value / 256)
+        raise DataFormatError(
+            f"{modality} of sample {entry.name!r} is {array.dtype.itemsize * 8}-bit "
+            f"({array.dtype}), but {self.info.name} {modality} images are 8-bit; convert the "
+            f"files to 8-bit, or set the dataset option rescale_16bit: true (value / 256, as "
+            f"OpenCV reads a 16-bit file)", self.modality_path(entry, modality),
+            kind="wrong bit depth")
 
     def check_sizes(self, entry: Entry, sample: dict, label: np.ndarray) -> None:
         sizes = {m: a.shape[:2] for m, a in sample.items()}

@@ -158,6 +158,12 @@ class SynRGBX(Dataset):
             raise DataError(f"synrgbx train_misreg must be >= 0, got {train_misreg}")
         parse_counts(counts)
 
+    @staticmethod
+    def preflight_options(counts=None, **options) -> dict:
+        """Options that give the same first item of every split without rendering whole splits
+        (bench/preflight.py): a scene is a function of (seed, split, index) alone."""
+        return dict(options, counts=dict.fromkeys(parse_counts(counts), 1))
+
     def __len__(self) -> int:
         return len(self.index)
 

@@ -36,7 +36,7 @@ import tifffile
 
 from bench.data.io import (
     DataError, DataFormatError, MissingPathError, SplitError, read_channels, read_image,
-    read_label_image,
+    read_label_image, read_text_file,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
@@ -55,7 +55,7 @@ def parse_division_file(path: Path) -> dict[str, list[str]]:
     separated by whitespace, commas or semicolons) -> {"train": [stems], "test": [stems]}."""
     splits: dict[str, list[str]] = {}
     current = None
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "division file").splitlines(), 1):
         header = re.match(r"\s*([A-Za-z]+)\s*[:：]\s*(.*)$", line)
         if header:
             current = header.group(1).lower()
@@ -96,6 +96,7 @@ class WHUOptSARDataset(RGBXFolderDataset):
     layout_markers = {"mmseg": "cat/<split>/ label/<split>/ (5-band tif)",
                       "solc": "<split>/opt/ <split>/sar/ <split>/lbl/",
                       "tiles": "optical/ sar/ lbl/ 'The division of the dataset.txt'"}
+    eight_bit = ()  # optical bands are read in their native depth (see norm)
     norm = {"rgb": ((104.74, 96.77, 79.21, 100.92), (171.04, 217.80, 305.58, 697.17)),
             "x": ((54.12,), (2169.97,))}
 

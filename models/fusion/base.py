@@ -1,6 +1,7 @@
 """The fusion-module contract shared by every encoder-decoder in models/.
 
-A fusion module is built for all encoder stages at once, ``Fusion(channels, **kwargs)`` with
+A fusion module (a ``FusionModule`` subclass) is built for all encoder stages at once,
+``cls(channels, **fusion_kwargs)`` with
 ``channels`` the per-stage channel counts of the encoder, and has one of four kinds:
 
     stage   forward(stage_index, feat_a, feat_b) -> fused, channels-first (B, C_i, H_i, W_i),

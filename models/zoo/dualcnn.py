@@ -13,8 +13,8 @@ HEAD_WIDTH = {"nano": 16, "micro": 32, "tiny": 64}
 
 
 def _create_dualcnn(size: str, fusion: str | None = None, num_classes: int = 9,
-                    modalities: dict[str, int] | None = None, fusion_kwargs: dict | None = None,
-                    **unused) -> FusionSegmenter:
+                    modalities: dict[str, int] | None = None,
+                    fusion_kwargs: dict | None = None) -> FusionSegmenter:
     return FusionSegmenter(
         make_encoder=lambda c: ConvEncoder(c, CNN_WIDTHS[size]),
         make_head=partial(_head, num_classes=num_classes, width=HEAD_WIDTH[size]),

@@ -96,7 +96,20 @@ def refcoco_missing_annotation(root):
     return "refcoco", "bad annotation", root / "refcoco" / "instances.json", "annotation 102"
 
 
-CASES = [missing_modality, size_mismatch, label_out_of_range, truncated_png, empty_split,
+def thermal_16bit(root):
+    """A raw 16-bit (``I;16``) thermal frame where MFNet's 8-bit thermal is expected."""
+    path = mfnet_sigma(root) / "Modal" / "00002N.png"
+    write_png(path, np.full((12, 16), 4000, np.uint16))
+    return "mfnet", "wrong bit depth", path, "16-bit .*rescale_16bit"
+
+
+def latin1_split_file(root):
+    path = mfnet_sigma(root) / "test.txt"
+    path.write_bytes("01234N\nM\u00fcnchen\n".encode("latin-1"))
+    return "mfnet", "bad encoding", path, "not UTF-8 .*line 2.*iconv"
+
+
+CASES = [thermal_16bit, latin1_split_file, missing_modality, size_mismatch, label_out_of_range, truncated_png, empty_split,
          wrong_channel_count, colour_label, missing_split_file, duplicate_sample, missing_root,
          unknown_layout, whu_label_not_times_ten, hunan_unknown_code, refcoco_missing_annotation]
 
@@ -170,3 +183,18 @@ def test_cli_bad_usage_exits_2(tmp_path, capsys):
     shutil.rmtree(tmp_path / "Label")
     assert data_cli(["data", "check", "mfnet", str(tmp_path), "--option", "bad"]) == 2
     assert "key=value" in capsys.readouterr().err
+
+
+def test_16bit_thermal_is_rescaled_on_request(tmp_path):
+    """The loader refuses the 16-bit frame too; ``rescale_16bit: true`` reads it as OpenCV does
+    (value >> 8: 4000 -> 15)."""
+    thermal_16bit(tmp_path)
+    for rescale in (False, True):
+        datasets = [build_dataset("mfnet", root=tmp_path, split=split, rescale_16bit=rescale)
+                    for split in ("train", "test")]
+        dataset, entry = next((d, e) for d in datasets for e in d.entries if e.name == "00002N")
+        if rescale:
+            assert (dataset.load_raw(entry)["x"] == 15).all()
+        else:
+            with pytest.raises(DataError, match="16-bit"):
+                dataset.load_raw(entry)

@@ -63,11 +63,15 @@ def test_example_suite_data_settings(stem):
 
 
 @pytest.mark.parametrize("stem", REAL_SUITES)
-def test_example_suite_validates_against_the_full_schema(stem, tmp_path):
+def test_example_suite_validates_against_the_full_schema(stem, tmp_path, monkeypatch):
     """With its dataset roots pointed at an existing folder, each example suite passes the whole
     suite schema: registered model, size, fusion and dataset names, train / eval / profile keys,
-    and expands to at least one cell of the paper's model."""
+    and expands to at least one cell of the paper's model. The empty folder is in no layout of
+    the dataset: the suite is refused with the layouts and `ssmbench data convert` named, and
+    accepted once the layout check is set aside."""
+    import bench.suite_checks
     from bench.suite import load_suite as load_validated
+    from bench.suite_yaml import SuiteError
 
     for path in SUITES.glob("_*.yaml"):  # shared bases, referenced by relative path
         (tmp_path / path.name).write_text(path.read_text())
@@ -76,5 +80,10 @@ def test_example_suite_validates_against_the_full_schema(stem, tmp_path):
         dataset["root"] = str(tmp_path)
     copy = tmp_path / f"{stem}.yaml"
     copy.write_text(yaml.safe_dump(suite, sort_keys=False))
+    if not any("layout" in d for d in suite["grid"]["datasets"]):  # a named layout is trusted
+        with pytest.raises(SuiteError, match="ssmbench data convert") as refused:
+            load_validated(copy)
+        assert "grid.datasets[0].root" in str(refused.value) and "layout" in str(refused.value)
+    monkeypatch.setattr(bench.suite_checks, "check_root", lambda *args: [])
     cells = load_validated(copy).cells()
     assert cells and all(cell["model"] == MODELS[stem] for cell in cells)
