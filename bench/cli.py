@@ -178,7 +178,12 @@ def cmd_kernels(args) -> int:
 def cmd_validate(args) -> int:
     from bench.suite import load_suite
 
-    print_cells(load_suite(args.suite, args.set_values))
+    suite = load_suite(args.suite, args.set_values)
+    print_cells(suite)
+    from bench.checkpoints import check_init_files  # init files: exist, real weights, keys
+
+    for line in check_init_files(suite, suite.cells()):
+        print(f"  {line}")
     return 0
 
 

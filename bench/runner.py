@@ -195,6 +195,9 @@ def _run_suite(suite: Suite, name: str, storage, fresh, runs_dir, workers, progr
     cells = suite.cells()
     if any("train" in c["stages"] or "eval" in c["stages"] for c in cells):
         check_real_data(cells)
+    from bench.checkpoints import check_init_files  # init files: exist, real weights, keys
+
+    check_init_files(suite, cells)
     summary = store.sync(cells, fresh=fresh)
     bar = tqdm(total=summary.total, initial=summary.done, desc=f"{name}: cells",
                disable=not progress, dynamic_ncols=True)

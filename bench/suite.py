@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bench.checkpoints import InitSpec, resolve_init
 from bench.profile import ProfileSpec
 from bench.search_space import SearchSpec
 from bench.suite_yaml import (KeyPath, Origin, SuiteError, apply_set, format_key_path,
@@ -139,6 +140,8 @@ class SuiteSpec(Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     profile: ProfileSpec = Field(default_factory=ProfileSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    #: initial weights of every cell (bench/checkpoints.py): {backbone: PATH} or {checkpoint: PATH}
+    init: InitSpec | None = None
     #: Optuna search over the grid's cells (bench/search_space.py; `ssmbench search`)
     search: SearchSpec | None = None
     kernels: dict[str, Any] | None = None
@@ -209,6 +212,9 @@ class Suite:
                                 "eval": spec.eval.model_dump(),
                                 "profile": spec.profile.model_dump(),
                             }
+                            if spec.init is not None:  # absent without init: ids unchanged
+                                config["init"] = self._resolve_init(
+                                    spec.init.model_dump(exclude_none=True), ("init",))
                             if any(_matches(rule, config) for rule in spec.exclude):
                                 continue
                             out.append(self._apply_overrides(config))
@@ -236,7 +242,18 @@ class Suite:
                     raise self.error(_first_error(exc, section), where) from None
             if not set(config["stages"]) <= {"train", "eval", "profile"}:
                 raise self.error(f"stages must be among train, eval, profile", where)
+            if any(d == "init" or d.startswith("init.") for d in override.set):
+                config["init"] = self._resolve_init(config["init"], ("overrides", index))
         return config
+
+    def _resolve_init(self, init: dict, where: KeyPath) -> dict:
+        """``init`` with its path absolute, relative to the file that set it."""
+        origin = _nearest_origin(self.origins, where)
+        base = Path(origin.file).parent if origin and origin.file else self.path.parent
+        try:
+            return resolve_init(init, base)
+        except ValidationError as exc:
+            raise self.error(_first_error(exc, "init"), where) from None
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:
@@ -331,7 +348,7 @@ def _did_you_mean_key(loc: tuple) -> str:
     import difflib
 
     models = {(): SuiteSpec, ("grid",): Grid, ("train",): TrainSpec, ("eval",): EvalSpec,
-              ("profile",): ProfileSpec, ("report",): ReportSpec}
+              ("profile",): ProfileSpec, ("report",): ReportSpec, ("init",): InitSpec}
     parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
     model = models.get(parent)
     if model is None:
