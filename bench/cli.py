@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_search_command(sub, _add_suite_args, _add_store_args)
     except ImportError:
         pass
+    from bench.doctor import add_doctor_command  # `ssmbench doctor`
+
+    add_doctor_command(sub)
     from bench.latency_repro import add_repro_command
 
     add_repro_command(sub, _add_suite_args)
