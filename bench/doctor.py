@@ -111,7 +111,8 @@ def backend_checks() -> list[Check]:
         ok, why = backend.available()
         if name == "cpu":
             where = cpu_backend.cache_dir()
-            detail = (f"built, cached under {where}" if ok else
+            built = getattr(cpu_backend._STATE.get("lib"), "_name", None)  # noqa: SLF001
+            detail = (f"built: {built or where}" if ok else
                       f"unavailable: {why or 'not built'} (cache {where}; "
                       f"SSMBENCH_KERNEL_CACHE moves it)")
         else:
