@@ -101,11 +101,17 @@ def apply_init(config: dict, model) -> dict[str, Any] | None:
     """The cell's init applied to ``model`` (run before training or evaluation); the load
     report as stored with the cell, or None without init."""
     init = config.get("init")
-    if not init:
+    if not init or not _needs_weights(config):
         return None
     report = load_init(model, init, config.get("model"))
     return {"kind": InitSpec.model_validate(init).kind, "strict": init.get("strict", True),
             "ema": init.get("ema", False), **report.to_dict()}
+
+
+def _needs_weights(config: dict) -> bool:
+    """Weights matter to training and evaluation; a profile-only cell (``ssmbench profile``)
+    measures FLOPs and latency, which they do not change, so it runs without the files."""
+    return bool({"train", "eval"} & set(config.get("stages", [])))
 
 
 def _meta_model(config: dict):
@@ -136,6 +142,8 @@ def check_init_files(suite, cells: list[dict]) -> list[str]:
                 raise suite.error("an eval-only cell (stages without train) evaluates "
                                   "randomly initialised weights; add init: {checkpoint: PATH} "
                                   f"(cell {cell['label']})", ("stages",))
+            continue
+        if not _needs_weights(cell):
             continue
         spec = InitSpec.model_validate(init)
         where = ("init", spec.kind)

@@ -98,7 +98,8 @@ def test_backbone_init_puts_the_vmamba_checkpoint_into_sigma_tiny(official, tmp_
 
     state = random_state(official["vmamba_v0_tiny"], seed=7)
     torch.save({"model": state}, tmp_path / "vssmtiny_dp01_ckpt_epoch_292.pth")
-    config = {"init": resolve_init({"backbone": "vssmtiny_dp01_ckpt_epoch_292.pth"}, tmp_path)}
+    config = {"stages": ["train", "eval"],
+              "init": resolve_init({"backbone": "vssmtiny_dp01_ckpt_epoch_292.pth"}, tmp_path)}
     model = models.create_model("sigma", size="tiny", num_classes=9)
     before = model.encoder_a.layers[2].blocks[5].op.x_proj_weight.detach().clone()
     report = apply_init(config, model)
@@ -147,6 +148,15 @@ def test_pointer_or_html_checkpoint_refused_before_training(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert words in err and "sigma_nano.pth" in err and "init.checkpoint" in err
     assert main(["validate", str(suite)]) == 2
+
+
+def test_profile_only_cells_need_no_weight_files(tmp_path, capsys):
+    """`ssmbench profile` (stages [profile]) of a suite whose files are not there yet."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TOY_INIT_SUITE.replace("TOY_PLUGIN", TOY_PLUGIN))  # no sigma_nano.pth
+    assert main(["validate", str(suite)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["validate", str(suite), "--set", "stages=[profile]"]) == 0
 
 
 def test_checkpoint_of_another_size_is_refused_with_the_mismatch(tmp_path, capsys):
