@@ -263,9 +263,10 @@ def latency_check(table: Table, device="cuda", systems=None, warmup: int = 3,
 TORCHRUN_SUITE = """\
 name: gpu_check_torchrun
 grid:
-  models: [sigma]
+  models: [dualcnn]
   sizes: [nano]
-  datasets: [{name: synrgbx, counts: [32, 8, 8]}]
+  fusions: [add]
+  datasets: [{name: synrgbx, size: 32, counts: [32, 8, 8]}]
   seeds: [0]
 stages: [train, eval]
 train: {iterations: 4, batch_size: 4, device: DEVICE, checkpoint_every: 2}

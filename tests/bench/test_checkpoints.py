@@ -207,9 +207,14 @@ def _validate_variant(tmp_path, capsys, *replacements) -> str:
     ([("stages: [train, eval]", "stages: [eval]"),
       ("init: {checkpoint: sigma_nano.pth}", "init: {backbone: imagenet.pth}")],
      "leave the head random"),
+    ([("init: {checkpoint: sigma_nano.pth}", "init: {backbone: micro_encoder.pth}")],
+     "does not match sigma/nano"),  # a VMamba of another width: shapes differ
 ])
 def test_init_mistakes_are_refused_before_training(tmp_path, capsys, replacements, words):
     torch.save({"w": torch.zeros(1)}, tmp_path / "imagenet.pth")
+    if "micro_encoder.pth" in repr(replacements):
+        micro = models.create_model("sigma", size="micro", num_classes=4)
+        torch.save({"model": micro.encoder_a.state_dict()}, tmp_path / "micro_encoder.pth")
     assert words in _validate_variant(tmp_path, capsys, *replacements)
 
 

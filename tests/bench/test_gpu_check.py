@@ -80,3 +80,10 @@ def test_without_cuda_it_says_so_and_exits_cleanly(tmp_path, capsys):
     assert gpu_check.main(["--out", str(out)]) == 0
     assert "no CUDA device" in capsys.readouterr().out and not out.exists()
     assert gpu_check.main(["--require-gpu"]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_cell_on_the_cpu_is_recorded_once():
+    """The torchrun row with gloo on the CPU (NCCL on a GPU): one process, one COMPLETE cell."""
+    row, = gpu_check.torchrun_check(Table(), "cpu").rows
+    assert row.ok and row.value == "COMPLETE", row.detail
