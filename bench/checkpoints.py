@@ -164,12 +164,17 @@ def check_init_files(suite, cells: list[dict]) -> list[str]:
         except CheckpointError as exc:
             raise suite.error(f"{exc}", where) from None
         model = _meta_model(cell)
-        if spec.kind == "backbone":
+        if spec.kind == "backbone":  # the family's loader decides what strict allows
             loader = _checked(suite, where, backbone_loader, model, cell["model"])
-            report = _backbone_report(loader, model, spec)
+            try:
+                report = _backbone_report(loader, model, spec)
+            except ValueError as exc:
+                raise suite.error(f"init.backbone does not match {cell['model']}/"
+                                  f"{cell['size']}: {exc}\nuse the ImageNet checkpoint of this "
+                                  f"size, or set init.strict: false", where) from None
         else:
             _, report = match_model(model, state, spec.path)
-        if spec.strict and report is not None and not report.ok:
+        if spec.kind == "checkpoint" and spec.strict and not report.ok:
             raise suite.error(f"init.{spec.kind} does not match {cell['model']}/{cell['size']}"
                               f" (strict):\n{report.summary()}\nuse the checkpoint of this "
                               f"model and size, or set init.strict: false to load what "
@@ -188,9 +193,13 @@ def _checked(suite, where, fn, *args):
 
 def _backbone_report(loader, model, spec: InitSpec):
     """The backbone loader's report on a meta model (loading into meta tensors is a no-op
-    that still matches every key and shape)."""
+    that still matches every key and shape); its strict check raises ValueError."""
+    import warnings
+
     try:
-        return loader(model, spec.backbone, strict=False, ema=spec.ema,
-                      allow_pickle=spec.allow_pickle)
+        with warnings.catch_warnings():  # torch warns that copying into meta is a no-op
+            warnings.simplefilter("ignore", UserWarning)
+            return loader(model, spec.backbone, strict=spec.strict, ema=spec.ema,
+                          allow_pickle=spec.allow_pickle)
     except (NotImplementedError, RuntimeError):  # a loader that touches values on meta
         return None

@@ -150,6 +150,20 @@ def test_pointer_or_html_checkpoint_refused_before_training(tmp_path, capsys, mo
     assert main(["validate", str(suite)]) == 2
 
 
+def test_backbone_preflight_accepts_what_the_family_loader_accepts(tmp_path, capsys):
+    """Sigma's loader leaves the classifier out and the outnorms at their initialisation, so a
+    VMamba classification checkpoint of the right width passes the strict preflight."""
+    nano = models.create_model("sigma", size="nano", num_classes=4)
+    state = {k: v for k, v in nano.encoder_a.state_dict().items() if not k.startswith("outnorm")}
+    state["classifier.head.weight"] = torch.zeros(10, 16)
+    torch.save({"model": state}, tmp_path / "vssm_nano.pth")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TOY_INIT_SUITE.replace("TOY_PLUGIN", TOY_PLUGIN).replace(
+        "init: {checkpoint: sigma_nano.pth}", "init: {backbone: vssm_nano.pth}"))
+    assert main(["validate", str(suite)]) == 0
+    assert "init backbone" in capsys.readouterr().out
+
+
 def test_profile_only_cells_need_no_weight_files(tmp_path, capsys):
     """`ssmbench profile` (stages [profile]) of a suite whose files are not there yet."""
     suite = tmp_path / "suite.yaml"
