@@ -247,9 +247,15 @@ class Suite:
         return config
 
     def _resolve_init(self, init: dict, where: KeyPath) -> dict:
-        """``init`` with its path absolute, relative to the file that set it."""
-        origin = _nearest_origin(self.origins, where)
-        base = Path(origin.file).parent if origin and origin.file else self.path.parent
+        """``init`` with its path absolute, relative to the file that set it (to the working
+        directory when ``--set`` on the command line set it)."""
+        kind = "checkpoint" if init.get("checkpoint") else "backbone"
+        origin = _nearest_origin(self.origins, (*where, kind))
+        base = self.path.parent
+        if origin and Path(origin.file).is_file():
+            base = Path(origin.file).parent
+        elif origin and origin.file.startswith("command line"):
+            base = Path.cwd()
         try:
             return resolve_init(init, base)
         except ValidationError as exc:

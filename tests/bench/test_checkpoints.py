@@ -164,6 +164,20 @@ def test_backbone_preflight_accepts_what_the_family_loader_accepts(tmp_path, cap
     assert "init backbone" in capsys.readouterr().out
 
 
+def test_init_path_from_the_command_line_is_relative_to_the_working_directory(tmp_path,
+                                                                               monkeypatch):
+    from bench.suite import load_suite
+
+    suite = tmp_path / "suites" / "suite.yaml"
+    suite.parent.mkdir()
+    suite.write_text(TOY_INIT_SUITE.replace("TOY_PLUGIN", TOY_PLUGIN))
+    cell, = load_suite(suite).cells()
+    assert cell["init"]["checkpoint"] == str(tmp_path / "suites" / "sigma_nano.pth")
+    monkeypatch.chdir(tmp_path)
+    cell, = load_suite(suite, ["init.checkpoint=weights/other.pth"]).cells()
+    assert cell["init"]["checkpoint"] == str(tmp_path / "weights" / "other.pth")
+
+
 def test_profile_only_cells_need_no_weight_files(tmp_path, capsys):
     """`ssmbench profile` (stages [profile]) of a suite whose files are not there yet."""
     suite = tmp_path / "suite.yaml"
