@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_search_command(sub, _add_suite_args, _add_store_args)
     except ImportError:
         pass
+    from bench.doctor import add_doctor_command  # `ssmbench doctor`
+
+    add_doctor_command(sub)
     from bench.latency_repro import add_repro_command
 
     add_repro_command(sub, _add_suite_args)
@@ -199,6 +202,11 @@ def cmd_validate(args) -> int:
     suite = load_suite(args.suite, args.set_values)
     _preflight(suite, args)
     print_cells(suite)
+    if getattr(args, "no_preflight", False) and suite.spec.kind == "train":
+        from bench.checkpoints import check_init_files  # the preflight did not open them
+
+        for line in check_init_files(suite, suite.cells()):
+            print(f"  {line}")
     return 0
 
 

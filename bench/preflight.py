@@ -12,9 +12,10 @@ reported at once, one ``SuiteError`` per problem naming the file, line and key p
 Cost: paper-size models are run on a crop of at most ``MAX_SIDE`` pixels per side (a multiple of
 32, the coarsest stride of the encoders), so a model costs about a second on 2 CPU cores.
 
-``PREFLIGHT_CHECKS`` is the extension point for further per-suite checks that need the cells
-(e.g. that ``init:`` checkpoint files exist and fit the model): each is called with the suite
-and its cells and returns a list of ``SuiteError``.
+Every ``init:`` checkpoint is opened and matched against its model's keys
+(``bench.checkpoints.check_init_files``). ``PREFLIGHT_CHECKS`` is the extension point for further
+per-suite checks that need the cells: each is called with the suite and its cells and returns a
+list of ``SuiteError``.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class PreflightSummary:
     splits: int = 0
     seconds: float = 0.0
     model_seconds: dict[str, float] = field(default_factory=dict)
+    #: one line per distinct (model, init file) checked (bench/checkpoints.py)
+    init_lines: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         slowest = max(self.model_seconds.values(), default=0.0)
@@ -52,7 +55,8 @@ class PreflightSummary:
                 if self.meta_only else "")
         return (f"preflight: {self.splits} dataset split(s) read, {self.models} distinct "
                 f"model(s) built and run forward + backward on the CPU{meta}, in "
-                f"{self.seconds:.1f} s (slowest model {slowest:.1f} s)")
+                f"{self.seconds:.1f} s (slowest model {slowest:.1f} s)"
+                + "".join(f"\n  {line}" for line in self.init_lines))
 
 
 def _dataset_index(suite: Suite, dataset: dict) -> int:
@@ -252,6 +256,12 @@ def preflight(suite: Suite, cells: list[dict] | None = None) -> PreflightSummary
     needs_data = [c for c in cells if {"train", "eval"} & set(c["stages"])]
     items = _first_items(suite, needs_data, errors, summary)
     _try_models(suite, cells, items, errors, summary)
+    from bench.checkpoints import check_init_files  # init files: exist, real weights, keys fit
+
+    try:
+        summary.init_lines = check_init_files(suite, cells)
+    except SuiteError as exc:
+        errors.append(exc)
     for check in PREFLIGHT_CHECKS:
         errors += check(suite, cells)
     summary.seconds = time.perf_counter() - start

@@ -239,7 +239,8 @@ def published_table(done: pd.DataFrame, published: dict) -> pd.DataFrame | None:
             continue
         row = {"model": key}
         for col, value in figures.items():
-            measured = match[col].median() if col in match else float("nan")
+            src = col if col in match else f"clean/{col}"  # a metric: the clean test split
+            measured = match[src].median() if src in match else float("nan")
             row[f"{col} published"] = value
             row[f"{col} measured"] = _fmt(measured, 4)
             row[f"{col} Δ%"] = _fmt((measured - value) / value * 100, 2) if value else "–"
@@ -341,6 +342,9 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         if plots:
             lines += ["## Plots", ""]
             lines += [f"### {name}\n\n![{name}]({path.name})\n" for name, path in plots]
+    from bench.checkpoint_report import init_section  # load reports, published vs measured
+
+    lines += init_section(store, spec, ids)
     from bench.profile_report import profile_section  # FLOPs, latency, memory, breakdown
 
     lines += profile_section(store, out_dir=out_dir)

@@ -185,14 +185,14 @@ def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
                           SyncSummary(), 0, [], None)
     try:
         return _run_suite(suite, name, storage, fresh, runs_dir, workers, progress, set_values,
-                          write_report, reports_dir)
+                          write_report, reports_dir, checked_init=preflight)
     finally:
         if distributed.active():
             distributed.broadcast_object(None)  # releases the other ranks' follow()
 
 
 def _run_suite(suite: Suite, name: str, storage, fresh, runs_dir, workers, progress, set_values,
-               write_report, reports_dir) -> RunOutcome:
+               write_report, reports_dir, checked_init: bool = False) -> RunOutcome:
     if distributed.active() and workers > 1:
         raise StoreError("--workers and torchrun do not combine: torchrun already starts one "
                          "process per rank")
@@ -200,6 +200,10 @@ def _run_suite(suite: Suite, name: str, storage, fresh, runs_dir, workers, progr
     cells = suite.cells()
     if any("train" in c["stages"] or "eval" in c["stages"] for c in cells):
         check_real_data(cells)
+    if not checked_init:  # the preflight opened them already
+        from bench.checkpoints import check_init_files  # init files: exist, real weights, keys
+
+        check_init_files(suite, cells)
     summary = store.sync(cells, fresh=fresh)
     bar = tqdm(total=summary.total, initial=summary.done, desc=f"{name}: cells",
                disable=not progress, dynamic_ncols=True)

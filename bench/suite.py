@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bench.checkpoints import InitSpec, resolve_init
 from bench.profile import ProfileSpec
 from bench.search_space import SearchSpec
 from bench import suite_checks
@@ -142,6 +143,8 @@ class SuiteSpec(Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     profile: ProfileSpec = Field(default_factory=ProfileSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    #: initial weights of every cell (bench/checkpoints.py): {backbone: PATH} or {checkpoint: PATH}
+    init: InitSpec | None = None
     #: Optuna search over the grid's cells (bench/search_space.py; `ssmbench search`)
     search: SearchSpec | None = None
     kernels: dict[str, Any] | None = None
@@ -234,6 +237,9 @@ class Suite:
                                 "eval": spec.eval.model_dump(),
                                 "profile": spec.profile.model_dump(),
                             }
+                            if spec.init is not None:  # absent without init: ids unchanged
+                                config["init"] = self._resolve_init(
+                                    spec.init.model_dump(exclude_none=True), ("init",))
                             if any(_matches(rule, config) for rule in spec.exclude):
                                 continue
                             out.append(self._apply_overrides(config))
@@ -261,7 +267,24 @@ class Suite:
                     raise self.error(_first_error(exc, section), where) from None
             if not set(config["stages"]) <= {"train", "eval", "profile"}:
                 raise self.error(f"stages must be among train, eval, profile", where)
+            if any(d == "init" or d.startswith("init.") for d in override.set):
+                config["init"] = self._resolve_init(config["init"], ("overrides", index))
         return config
+
+    def _resolve_init(self, init: dict, where: KeyPath) -> dict:
+        """``init`` with its path absolute, relative to the file that set it (to the working
+        directory when ``--set`` on the command line set it)."""
+        kind = "checkpoint" if init.get("checkpoint") else "backbone"
+        origin = _nearest_origin(self.origins, (*where, kind))
+        base = self.path.parent
+        if origin and Path(origin.file).is_file():
+            base = Path(origin.file).parent
+        elif origin and origin.file.startswith("command line"):
+            base = Path.cwd()
+        try:
+            return resolve_init(init, base)
+        except ValidationError as exc:
+            raise self.error(_first_error(exc, "init"), where) from None
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:
@@ -361,7 +384,7 @@ def _did_you_mean_key(loc: tuple) -> str:
     import difflib
 
     models = {(): SuiteSpec, ("grid",): Grid, ("train",): TrainSpec, ("eval",): EvalSpec,
-              ("profile",): ProfileSpec, ("report",): ReportSpec}
+              ("profile",): ProfileSpec, ("report",): ReportSpec, ("init",): InitSpec}
     parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
     model = models.get(parent)
     if model is None:

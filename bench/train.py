@@ -385,6 +385,10 @@ def run_cell(config: dict, workdir: Path, on_validation=None, progress: bool = T
     info = dataset_info(config)
     model = build_model(config, info).to(device)
     result: dict[str, Any] = {"timing": {}, "artifacts": {"dir": str(workdir)}}
+    if config.get("init"):  # pretrained / released weights (bench/checkpoints.py)
+        from bench.checkpoints import apply_init
+
+        result["init"] = apply_init(config, model)
     result["env"] = fingerprint(str(device), torch.get_num_threads(),
                                 "amp" if train["amp"] and device.type == "cuda" else "fp32")
     stages = config["stages"]

@@ -12,6 +12,10 @@ from models.registry import register_model
 HEAD_WIDTH = {"nano": 16, "micro": 32, "tiny": 64}
 
 
+#: ssmbench's own CNN baseline: no published ImageNet initialisation
+FROM_SCRATCH = "dualcnn is ssmbench's CPU-scale CNN baseline, with no ImageNet checkpoint"
+
+
 def _create_dualcnn(size: str, fusion: str | None = None, num_classes: int = 9,
                     modalities: dict[str, int] | None = None,
                     fusion_kwargs: dict | None = None) -> FusionSegmenter:

@@ -132,6 +132,12 @@ UPSTREAM_KEY_MAP: list[tuple[str, str]] = [
 ]
 
 
+#: Mamba-Diffusion trains from scratch (its backbone checkpoint path is commented out), so
+#: ``init: {backbone:}`` is refused for it; ``init: {checkpoint:}`` still works.
+FROM_SCRATCH = ("Mamba-Diffusion's config trains both VMamba-v2 streams from scratch (its "
+                "checkpoint path is commented out)")
+
+
 def upstream_to_ours(key: str, dcf_depths: list[int]) -> str | None:
     """One upstream key -> ours (None: dropped); unknown keys are returned unchanged."""
     for pattern, target in UPSTREAM_KEY_MAP:

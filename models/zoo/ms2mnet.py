@@ -53,7 +53,7 @@ from models.backbones.resnet import ResNetEncoder
 from models.encdec import FusionSegmenter
 from models.heads.hfp import HFPDecoder
 from models.losses import SOBEL_X, SOBEL_Y, combined_seg_loss, cross_entropy, focal_loss
-from models.pretrained import load_pretrained
+from models.pretrained import LoadReport, load_pretrained
 from models.registry import register_model
 
 #: per-dataset loss weights: (alpha_focal, alpha_boundary, aux_weights), train_MS2MNet.py
@@ -243,6 +243,26 @@ class MS2MNet(FusionSegmenter):
             renamed[key] = value
         return renamed
 
+
+def load_backbone(model: MS2MNet, path, strict: bool = True, ema: bool = False,
+                  allow_pickle: bool = True) -> LoadReport:
+    """Load torchvision's ImageNet ResNet-50 (``resnet50-0676ba61.pth`` / ``-19c8e357.pth``,
+    torchvision key names) into every ResNet stream, as upstream's
+    ``models.resnet50(pretrained=True)``: the encoder's ``checkpoint_filter_fn`` drops
+    ``layer4`` / ``fc`` and averages the stem kernel for a one-channel stream. The suite key
+    ``init: {backbone: PATH}`` calls it; the report adds up the streams."""
+    total = LoadReport(str(path))
+    for name in ("encoder_a", "encoder_b"):
+        encoder = getattr(model, name, None)
+        if encoder is not None:
+            part = load_pretrained(encoder, path, strict=strict, ema=ema,
+                                   allow_pickle=allow_pickle)
+            total.loaded += [f"{name}.{k}" for k in part.loaded]
+            total.missing += [f"{name}.{k}" for k in part.missing]
+            total.unexpected += [f"{name}.{k}" for k in part.unexpected]
+            total.mismatched += [(f"{name}.{k}", a, b) for k, a, b in part.mismatched]
+            total.notes = sorted(set(total.notes + part.notes))
+    return total
 
 def _build(size: str, num_classes: int, fusion: Any, modalities, **kwargs) -> MS2MNet:
     return MS2MNet(size, num_classes, fusion=fusion, modalities=modalities, **kwargs)

@@ -52,6 +52,7 @@ from models.base import SegModel
 from models.heads.remamber_heads import ReMamberConvHead, ReMamberMambaHead
 from models.registry import FUSIONS, create_fusion, register_model
 from models.text_encoder import build_text_encoder
+from models.pretrained import LoadReport, match_state, read_state_dict
 
 #: per size: encoder config, drop path, default text encoder, Twister settings
 REMAMBER_SIZES = {
@@ -233,6 +234,25 @@ class ReMamber(SegModel):
             renamed[key] = value
         return renamed
 
+
+def load_backbone(model: ReMamber, path, strict: bool = True, ema: bool = False,
+                  allow_pickle: bool = True) -> LoadReport:
+    """Load a VMamba-v2 ImageNet checkpoint (upstream starts from
+    ``vssm_base_0229_ckpt_epoch_237.pth``) into the image encoder; its ``classifier.*`` keys
+    are not used (ReMamber sets ``classifier = None``). With ``strict``, raise if any encoder
+    key is missing or mismatched. The suite key ``init: {backbone: PATH}`` calls it."""
+    notes: list[str] = []
+    state = read_state_dict(path, ema=ema, allow_pickle=allow_pickle, notes=notes)
+    report = LoadReport(str(path), notes=notes)
+    own = model.encoder.state_dict()
+    usable = match_state(own, {k: v for k, v in state.items()
+                               if not k.startswith("classifier.")}, report)
+    report.missing = [k for k in own if k not in state]
+    if strict and not report.ok:
+        raise ValueError("VMamba checkpoint does not match ReMamber's encoder:\n"
+                         + report.summary())
+    model.encoder.load_state_dict(usable, strict=False)
+    return report
 
 def _create_remamber(size: str, num_classes: int = 1, fusion: Any = "twister",
                      modalities=None, **kwargs) -> ReMamber:

@@ -46,6 +46,11 @@ MMSEG_PREFIXES = {"backbone.": "encoder_a.", "decode_head.": "head.",
                   "auxiliary_head.": "aux_head."}
 
 
+#: Samba trains from scratch: its configs load no pretrained weights, so ``init: {backbone:}``
+#: is refused for it (a whole-model ``init: {checkpoint:}`` still works).
+FROM_SCRATCH = "Samba's configs (zhuqinfeng1999/Samba) load no pretrained weights"
+
+
 class SambaUperNet(FusionSegmenter):
     def __init__(self, size: str, num_classes: int, fusion: Any = "rgb_only",
                  modalities: dict[str, int] | None = None, aux_weight: float = 0.4,

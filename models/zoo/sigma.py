@@ -90,13 +90,16 @@ class Sigma(FusionSegmenter):
         return renamed
 
 
-def load_backbone(model: Sigma, path, strict: bool = True) -> LoadReport:
+def load_backbone(model: Sigma, path, strict: bool = True, ema: bool = False,
+                  allow_pickle: bool = True) -> LoadReport:
     """Load a VMamba classification checkpoint (``{"model": state_dict}``) into the encoder(s),
     as upstream ``Backbone_VSSM.load_pretrained``: the ``classifier.*`` keys are not used and
     the per-stage ``outnorm{i}`` keep their initialisation. With ``strict``, raise if any
-    backbone key is missing or mismatched."""
-    state = read_state_dict(path)
-    report = LoadReport(str(path))
+    backbone key is missing or mismatched. The suite key ``init: {backbone: PATH}`` calls it
+    (Sigma trains from ``vssm{tiny,small,base}_dp0*_ckpt_epoch_*.pth``)."""
+    notes: list[str] = []
+    state = read_state_dict(path, ema=ema, allow_pickle=allow_pickle, notes=notes)
+    report = LoadReport(str(path), notes=notes)
     encoders = [model.encoder_a] + ([model.encoder_b] if hasattr(model, "encoder_b") else [])
     for encoder in encoders:
         own = encoder.state_dict()
