@@ -14,8 +14,8 @@ from bench.markdown import significant as _num
 from bench.report_stats import (GROUP, against_baseline, against_best, closest_gap,
                                 pareto_groups, power_line, single_class_cells, tied)
 
-NO_SIGNIFICANCE = ("Significance cannot be assessed: a cell group needs at least 2 seeds "
-                   "(it has {n}).")
+NO_SIGNIFICANCE = ("Significance cannot be assessed: that needs at least 2 seeds per cell "
+                   "group (this run has {n}); the differences above are single measurements.")
 
 
 def short_name(key: tuple, varying: list[str]) -> str:
@@ -95,7 +95,7 @@ def summary_lines(done: pd.DataFrame, spec) -> list[str]:
         others = [k for k in means.index if k[GROUP.index("dataset")] == dataset and k != best]
         if counts[best] < 2 or not others or all(vs_best.get(k) is None or
                                                  vs_best[k].result is None for k in others):
-            lines.append("- " + NO_SIGNIFICANCE.format(n=int(counts.min())))
+            lines.append("- " + NO_SIGNIFICANCE.format(n=int(counts[counts > 0].min())))
         else:
             ties = [k for k in others if tied(vs_best.get(k))]
             lines.append(
