@@ -182,13 +182,20 @@ def corruption_table(done: pd.DataFrame, corruptions: list[str]) -> pd.DataFrame
     present = [c for c in corruptions if f"{c}/mIoU" in done.columns]
     if len(present) < 2:
         return None
+    collapsed = {c: [hit["index"] for hit in single_class_cells(done, c)] for c in present}
     rows = []
     for key, group in done.groupby(GROUP, sort=False):
         row = dict(zip(GROUP, key))
         for c in present:
-            row[c] = _mean_std(group[f"{c}/mIoU"])
+            flagged = int(group.index.isin(collapsed[c]).sum())
+            row[c] = _mean_std(group[f"{c}/mIoU"]) + (f" †{flagged}" if flagged else "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+SINGLE_CLASS_NOTE = ("†n: n seeds predict a single class on that set (its confusion matrix has "
+                     "one non-empty column): the chance level of a constant prediction, e.g. a "
+                     "model that lost the only modality it uses.")
 
 
 def per_class_table(done: pd.DataFrame) -> pd.DataFrame | None:
@@ -290,6 +297,8 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         if table is not None:
             lines += ["## Robustness sets", "", "mIoU on each test set (mean ± std over seeds).",
                       "", _md(table), ""]
+            if table.map(lambda v: isinstance(v, str) and " †" in v).any().any():
+                lines += [SINGLE_CLASS_NOTE, ""]
             present = [c for c in spec.eval.corruptions if f"{c}/mIoU" in done.columns]
             deltas, best_lines = robustness_tables(done, spec, present)
             if deltas is not None:

@@ -154,3 +154,14 @@ def test_generated_tables_render_with_pipes_in_class_names():
     assert table_problems(text) == []
     # the same table unescaped is what the issue saw: header 2 cells wider, 0 tables parsed
     assert table_problems(per_class_table(done).to_markdown(index=False))
+
+
+def test_robustness_values_of_single_class_predictions_are_marked():
+    from bench.report import corruption_table
+
+    done = seeded({"rgb": [50.0, 51.0]})
+    done["x_missing/mIoU"] = [7.8, 7.8]
+    done["x_missing/confusion"] = [[[70, 0], [30, 0]], [[70, 0], [30, 0]]]
+    table = corruption_table(done, ["clean", "x_missing"]).set_index("fusion")
+    assert table.loc["rgb", "x_missing"] == "7.8 ± 0.0 †2"
+    assert table.loc["rgb", "clean"] == "50.5 ± 0.7"
