@@ -165,3 +165,35 @@ def test_robustness_values_of_single_class_predictions_are_marked():
     table = corruption_table(done, ["clean", "x_missing"]).set_index("fusion")
     assert table.loc["rgb", "x_missing"] == "7.8 ± 0.0 †2"
     assert table.loc["rgb", "clean"] == "50.5 ± 0.7"
+
+
+def test_curves_are_drawn_per_loss_composition_and_a_one_point_curve_shows(tmp_path,
+                                                                           monkeypatch):
+    from bench.report_plots import loss_composition, plot_curves
+
+    def history(terms, n):
+        return {"iteration": list(range(10, 10 * n + 1, 10)), "loss": [1.0 / i for i in
+                                                                      range(1, n + 1)],
+                "loss_terms": terms}
+
+    done = seeded({"a": [50.0], "b": [60.0], "c": [55.0]})
+    done["history"] = [history([], 5), history(["loss_decode", "loss_aux"], 5), history([], 1)]
+    assert [loss_composition(r) for _, r in done.iterrows()] == [
+        "single-term loss", "loss = decode + aux", "single-term loss"]
+    old = done.assign(history=[{"iteration": [10], "loss": [1.0]}] * 3)
+    assert loss_composition(old.iloc[0]) == "loss of m"   # stores from before loss_terms
+    import matplotlib.pyplot as plt
+    captured = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["axes"] = list(fig.axes)
+        captured["lines"] = {ax.get_title(): [(len(line.get_xdata()), line.get_marker())
+                                              for line in ax.get_lines()] for ax in fig.axes}
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    assert plot_curves(done, ["model", "size", "fusion", "dataset"], tmp_path / "c.png")
+    assert len(captured["axes"]) == 2
+    assert captured["lines"]["single-term loss"] == [(5, "o"), (1, "o")]
+    assert captured["lines"]["loss = decode + aux"] == [(5, "o")]
