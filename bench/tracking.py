@@ -13,6 +13,7 @@ import os
 import re
 import resource
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,6 +68,8 @@ class Tracker:
         self.dir = log_dir(config, workdir)
         # steps up to the checkpoint (``start``) are kept; later ones are written again
         self.writer = SummaryWriter(str(self.dir), purge_step=start + 1 if start else None)
+        # a pruned or failed cell leaves train_cell by an exception: close when dropped
+        weakref.finalize(self, self.writer.close)
         self.batch_size = config["train"]["batch_size"]
         self.log_every = config["train"]["log_every"]
         self._since, self._clock = start, time.perf_counter()
