@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip building and running every model on the data's first items")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard events under runs/<suite>/tensorboard/")
 
     p = sub.add_parser("validate", help="check a suite (names, data, a forward and backward "
                                         "pass of every model) and print its cells")
@@ -122,6 +124,9 @@ def cmd_run(args) -> int:
         return 0
     from bench.runner import run_suite
 
+    if args.no_tensorboard:  # read by bench/tracking.py here and in spawned workers
+        from bench.tracking import ENV_SWITCH
+        os.environ[ENV_SWITCH] = "0"
     outcome = run_suite(suite, storage=args.storage, fresh=args.fresh, runs_dir=args.runs_dir,
                         workers=args.workers, progress=not args.no_progress,
                         set_values=args.set_values, write_report=not args.no_report,

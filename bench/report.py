@@ -12,11 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import stats
+from bench.markdown import markdown_table
 from bench.report_plots import (plot_corruptions, plot_curves, plot_pareto, plot_per_class)
+from bench.report_stats import (GROUP, against_baseline, against_best, baseline_keys,
+                                describe_baseline, single_class_cells, tied)
+from bench.report_summary import class_group_columns, robustness_tables, summary_lines
 from bench.store import CellStore
 from bench.suite import Suite
-
-GROUP = ["model", "size", "fusion", "dataset"]
 
 CONVENTIONS = (
     "**Conventions.** FLOPs are counted by fvcore, which counts one multiply-add as one FLOP, so "
@@ -27,6 +30,14 @@ CONVENTIONS = (
     "with its interquartile range; threads and precision as listed. Metrics are percentages "
     "from one confusion matrix over the whole split (mmseg's definitions); mean ± sample std "
     "over seeds.")
+
+STATISTICS = (
+    "**Statistics over seeds.** *Δ 95% CI*: the confidence interval of the mean difference "
+    "from the baseline; *p (Holm)*: a two-sided t-test over seeds, paired by seed when the "
+    "seed gives both cells the same data (same scenes and batch order; Welch's otherwise), "
+    "Holm-corrected across the table's comparisons; *vs best*: whether a cell is significantly "
+    "below the best cell (same test, Holm across the comparisons with the best) or tied with "
+    "it. With fewer than 2 seeds nothing can be assessed (–).")
 
 
 def _dataset_tag(ds: dict) -> str:
@@ -42,7 +53,8 @@ def results_frame(store: CellStore) -> pd.DataFrame:
         row = {"cell": cfg["id"], "label": cfg["label"], "state": t.state.name,
                "model": cfg["model"], "size": cfg["size"], "fusion": cfg["fusion"],
                "dataset": _dataset_tag(cfg["dataset"]), "seed": cfg["seed"],
-               "error": t.user_attrs.get("error"), "attempts": None}
+               "error": t.user_attrs.get("error"), "attempts": None,
+               "batch_size": (cfg.get("train") or {}).get("batch_size")}
         metrics = t.user_attrs.get("metrics") or {}
         for corruption, values in metrics.items():
             for key in ("mIoU", "mF1", "aAcc", "mAcc", "kappa", "oIoU", "P@0.5", "P@0.9"):
@@ -51,6 +63,7 @@ def results_frame(store: CellStore) -> pd.DataFrame:
             for cls, iou in (values.get("IoU") or {}).items():
                 row[f"{corruption}/IoU/{cls}"] = iou
             row[f"{corruption}/protocol"] = values.get("protocol")
+            row[f"{corruption}/confusion"] = values.get("confusion")
         profile = t.user_attrs.get("profile") or {}
         for key in ("params_m", "gmacs_published", "gmacs_full", "latency_ms_median",
                     "latency_ms_iqr", "latency_ms_p90", "latency_samples", "peak_mem_mb_infer"):
@@ -88,22 +101,6 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{decimals}f}"
 
 
-def baseline_keys(group: tuple, baseline: dict | None, index) -> list[tuple]:
-    """The groups ``group`` is compared with: those in ``index`` equal to ``group`` except on the
-    keys the baseline names, where they take the baseline's value (or one of its values: a list
-    such as ``{fusion: [rgb_only, x_only]}`` compares with the best of them)."""
-    if not baseline:
-        return []
-    named = {k: (v if isinstance(v, list) else [v]) for k, v in baseline.items() if k in GROUP}
-    out = []
-    for candidate in index:
-        parts = dict(zip(GROUP, candidate))
-        own = dict(zip(GROUP, group))
-        if all(parts[k] in named[k] if k in named else parts[k] == own[k] for k in GROUP):
-            out.append(candidate)
-    return out
-
-
 def _delta(value: float, group: tuple, means: pd.Series, baseline: dict | None) -> str | None:
     """``value`` minus the best baseline mean; "(baseline)" for a baseline group itself."""
     keys = baseline_keys(group, baseline, means.index)
@@ -114,27 +111,19 @@ def _delta(value: float, group: tuple, means: pd.Series, baseline: dict | None) 
     return f"{value - max(means.loc[k] for k in keys):+.1f}"
 
 
-def _class_group_columns(done: pd.DataFrame, class_groups: dict[str, list[int]],
-                         corruption: str = "clean") -> dict[str, pd.Series]:
-    """Mean IoU over each named group of classes, per cell."""
-    out = {}
-    iou_cols = [c for c in done.columns if c.startswith(f"{corruption}/IoU/")]
-    for name, indices in class_groups.items():
-        cols = [iou_cols[i] for i in indices if i < len(iou_cols)]
-        if cols:
-            out[name] = done[cols].mean(axis=1, skipna=True)
-    return out
-
-
 def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
     metrics = [m for m in spec.report.metrics if f"clean/{m}" in done.columns]
     done = done.copy()
-    groups_extra = _class_group_columns(done, spec.report.class_groups)
+    groups_extra = class_group_columns(done, spec.report.class_groups)
     for name, series in groups_extra.items():
         done[f"group/{name}"] = series
     rows = []
     grouped = done.groupby(GROUP, sort=False)
     means = grouped[f"clean/{metrics[0]}"].mean() if metrics else None
+    column = f"clean/{metrics[0]}" if metrics else None
+    vs_base = against_baseline(done, column, spec.report.baseline) if metrics else {}
+    best, vs_best = against_best(done, column) if metrics else ({}, {})
+    collapsed = [c["index"] for c in single_class_cells(done)]
     for key, group in grouped:
         row = dict(zip(GROUP, key))
         row["seeds"] = len(group)
@@ -147,6 +136,11 @@ def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
                            spec.report.baseline)
             if delta is not None:
                 row[f"Δ {metrics[0]}"] = delta
+                r = vs_base.get(key)
+                assessed = r is not None and r.result is not None
+                row["Δ 95% CI"] = stats.fmt_ci(r.result.low, r.result.high) if assessed else "–"
+                row["p (Holm)"] = stats.fmt_p(r.p_holm) if assessed else "–"
+            row["vs best"] = _versus_best(key, best, vs_best)
         for col, label, digits in (("params_m", "Params (M)", 4),
                                    ("gmacs_published", "GMACs published", 4),
                                    ("gmacs_full", "GMACs full", 4),
@@ -157,45 +151,21 @@ def main_table(done: pd.DataFrame, spec) -> pd.DataFrame:
             row["IQR ms"] = _fmt(group["latency_ms_iqr"].median(), 2)
         if "threads" in group:
             row["threads"] = group["threads"].iloc[0]
+        flagged = int(group.index.isin(collapsed).sum())
+        if flagged:
+            row["note"] = f"⚠ {flagged} of {len(group)} seed(s) predict one class"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _short(key: tuple, varying: list[str]) -> str:
-    parts = dict(zip(GROUP, key))
-    return "/".join(str(parts[k]) for k in varying) or str(parts["fusion"])
-
-
-def summary_lines(done: pd.DataFrame, spec) -> list[str]:
-    """What the table says, in words: the best cell against the baseline(s), and the ranking
-    on each named class group (e.g. SynRGBX's XOR pair, which late fusion cannot solve)."""
-    metrics = [m for m in spec.report.metrics if f"clean/{m}" in done.columns]
-    if not metrics:
-        return []
-    metric = metrics[0]
-    varying = [k for k in GROUP if done[k].nunique() > 1]
-    grouped = done.groupby(GROUP, sort=False)
-    means, stds = grouped[f"clean/{metric}"].mean(), grouped[f"clean/{metric}"].std()
-    lines = []
-    baseline = spec.report.baseline
-    is_baseline = {k for key in means.index for k in baseline_keys(key, baseline, means.index)}
-    contenders = means[[k not in is_baseline for k in means.index]]
-    if not contenders.empty:
-        best = contenders.idxmax()
-        std = stds.loc[best]
-        text = (f"- Best on the clean test split: **{_short(best, varying)}**, {metric} "
-                f"{means.loc[best]:.1f}" + (f" ± {std:.1f}" if std == std else ""))
-        bases = baseline_keys(best, baseline, means.index)
-        if bases:
-            text += "; ahead of " + ", ".join(
-                f"{_short(k, varying)} by {means.loc[best] - means.loc[k]:+.1f}" for k in bases)
-        lines.append(text + ".")
-    for name, series in _class_group_columns(done, spec.report.class_groups).items():
-        ranked = series.groupby([done[k] for k in GROUP], sort=False).mean().sort_values(
-            ascending=False)
-        lines.append(f"- {name} IoU (clean, mean over seeds), best first: " + ", ".join(
-            f"{_short(k, varying)} {v:.1f}" for k, v in ranked.items()) + ".")
-    return lines
+def _versus_best(key: tuple, best: dict, vs_best: dict) -> str:
+    """"best", "tied" (not significantly worse, Holm p) or "below", with the p-value."""
+    if key in best.values():
+        return "best"
+    row = vs_best.get(key)
+    if row is None or row.result is None:
+        return "–"
+    return f"{'tied' if tied(row) else 'below'} (p {stats.fmt_p(row.p_holm)})"
 
 
 def compute_line(frame: pd.DataFrame) -> str | None:
@@ -212,13 +182,20 @@ def corruption_table(done: pd.DataFrame, corruptions: list[str]) -> pd.DataFrame
     present = [c for c in corruptions if f"{c}/mIoU" in done.columns]
     if len(present) < 2:
         return None
+    collapsed = {c: [hit["index"] for hit in single_class_cells(done, c)] for c in present}
     rows = []
     for key, group in done.groupby(GROUP, sort=False):
         row = dict(zip(GROUP, key))
         for c in present:
-            row[c] = _mean_std(group[f"{c}/mIoU"])
+            flagged = int(group.index.isin(collapsed[c]).sum())
+            row[c] = _mean_std(group[f"{c}/mIoU"]) + (f" †{flagged}" if flagged else "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+SINGLE_CLASS_NOTE = ("†n: n seeds predict a single class on that set (its confusion matrix has "
+                     "one non-empty column): the chance level of a constant prediction, e.g. a "
+                     "model that lost the only modality it uses.")
 
 
 def per_class_table(done: pd.DataFrame) -> pd.DataFrame | None:
@@ -262,8 +239,7 @@ def environment_lines(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _md(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False)
+_md = markdown_table
 
 
 def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
@@ -279,11 +255,18 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         frame = frame[frame["cell"].isin(ids)]
     spec = suite.spec
     title = spec.report.title or f"{suite.name}"
-    lines = [f"# {title}", ""]
+    # `ssmbench profile` on a suite that also trains keeps its own store (<suite>-profile,
+    # bench/latency_repro.py profile_study_name): its report says so and names its command
+    profile_run = getattr(store, "suite_name", suite.name) != suite.name
+    command = f"ssmbench {'profile' if profile_run else 'report'} {suite.path}"
+    lines = [f"# {'Profile: ' if profile_run else ''}{title}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
+    if profile_run:
+        lines += [f"Profile only (no training): the store `{store.suite_name}`, written by "
+                  f"`{command}`; the suite's trained results are in its own report.", ""]
     lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from the store of "
-              f"`{suite.path}` by `ssmbench report {suite.path}`. Do not edit by hand."
+              f"`{suite.path}` by `{command}`. Do not edit by hand."
               + (f" {stale} stored cell(s) outside the suite's grid (cells that left it, or whose "
                  f"settings changed) are kept in the store and left out here." if stale else ""),
               "", "Reruns on the same machine and build reproduce these numbers bit for bit; on "
@@ -311,12 +294,24 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         lines += ["## Results", "",
                   ("Clean test split" if evaluated else "Profile only, no evaluation") +
                   (f", protocol: {protocol}" if protocol else "") +
-                  (f"; Δ against {spec.report.baseline}" if spec.report.baseline else "") + ".",
-                  "", _md(main_table(done, spec)), "", CONVENTIONS, ""]
+                  (f"; Δ against {describe_baseline(spec.report.baseline)}"
+                   if spec.report.baseline else "") + ".",
+                  "", _md(main_table(done, spec)), "", CONVENTIONS, "", STATISTICS, ""]
         table = corruption_table(done, spec.eval.corruptions)
         if table is not None:
             lines += ["## Robustness sets", "", "mIoU on each test set (mean ± std over seeds).",
                       "", _md(table), ""]
+            if table.map(lambda v: isinstance(v, str) and " †" in v).any().any():
+                lines += [SINGLE_CLASS_NOTE, ""]
+            present = [c for c in spec.eval.corruptions if f"{c}/mIoU" in done.columns]
+            deltas, best_lines = robustness_tables(done, spec, present)
+            if deltas is not None:
+                lines += [f"Δ mIoU against {describe_baseline(spec.report.baseline)} on each "
+                          "set with its 95% CI, and the p-value of the t-test over seeds, "
+                          "Holm-corrected across this whole table.", "", _md(deltas), ""]
+            lines += ["Best on each set, and the cells not significantly worse than it "
+                      "(Holm across each set's comparisons with its best, α = 0.05):", "",
+                      *best_lines, ""]
         table = per_class_table(done)
         if table is not None:
             lines += ["## Per-class IoU", "", "Clean test split, mean over seeds.", "",
@@ -326,7 +321,8 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
             lines += ["## Published vs measured", "", _md(table), ""]
         plots = []
         if "pareto" in spec.report.plots and "gmacs_full" in done and "clean/mIoU" in done:
-            plots.append(("mIoU vs GFLOPs", plot_pareto(done, GROUP, out_dir / "pareto.png")))
+            plots.append(("mIoU against GMACs and latency",
+                          plot_pareto(done, GROUP, out_dir / "pareto.png")))
         if "per_class" in spec.report.plots and per_class_table(done) is not None:
             plots.append(("Per-class IoU",
                           plot_per_class(per_class_table(done), GROUP, out_dir / "per_class.png",
@@ -354,6 +350,6 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
         lines.append("")
     path = out_dir / "README.md"
     path.write_text("\n".join(lines) + "\n")
-    frame.drop(columns=["history", "env"], errors="ignore").to_csv(out_dir / "cells.csv",
-                                                                   index=False)
+    frame.drop(columns=["history", "env", *[c for c in frame if c.endswith("/confusion")]],
+               errors="ignore").to_csv(out_dir / "cells.csv", index=False)
     return path

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -32,32 +33,70 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _cost_axis(ax, values, label: str) -> None:
+    """Log scale only when the costs span more than a decade (a log axis over a narrower range
+    shows one or two ticks); plain-number tick labels either way."""
+    values = [v for v in values if v > 0]
+    if values and max(values) / min(values) > 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(6))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(label, fontsize=8)
+
+
+def _label_points(ax, xs, ys, names, colors) -> None:
+    """Point labels pushed apart from each other and from the markers (adjustText)."""
+    from adjustText import adjust_text
+
+    texts = [ax.text(x, y, name, fontsize=7, color=color)
+             for x, y, name, color in zip(xs, ys, names, colors)]
+    adjust_text(texts, x=list(xs), y=list(ys), ax=ax, expand=(1.3, 1.6),
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+
+
 def plot_pareto(done: pd.DataFrame, group: list[str], path: Path) -> Path | None:
+    """mIoU (mean, 95% CI over seeds) against GMACs (full convention) and, when measured,
+    batch-1 latency, each with its Pareto front."""
+    from bench.stats import mean_ci
+
     varying = _varying(done, group)
-    stats = done.groupby(group, sort=False).agg(
-        miou=("clean/mIoU", "mean"), miou_std=("clean/mIoU", "std"), gmacs=("gmacs_full", "median"))
-    stats = stats.dropna(subset=["miou", "gmacs"])
+    rows = []
+    for key, g in done.groupby(group, sort=False):
+        mean, low, _ = mean_ci(g["clean/mIoU"])
+        rows.append({"key": key, "miou": mean, "ci": mean - low if low == low else 0.0,
+                     "gmacs": g["gmacs_full"].median(),
+                     "latency": g["latency_ms_median"].median()
+                     if "latency_ms_median" in g else np.nan})
+    stats = pd.DataFrame(rows).dropna(subset=["miou", "gmacs"])
     if stats.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = list(zip(stats["gmacs"], stats["miou"]))
-    front = pareto_front(points)
+    axes_spec = [("gmacs", "GMACs, full convention (fvcore: 1 multiply-add = 1 FLOP; "
+                           "scan counted), batch 1")]
+    if stats["latency"].notna().any():
+        axes_spec.append(("latency", "latency (ms), batch 1, median of the quietest window"))
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(6.5 * len(axes_spec), 4.8),
+                             squeeze=False, sharey=True)
     palette = sns.color_palette("tab10", len(stats))
-    for (key, row), color in zip(stats.iterrows(), palette):
-        name = _name(key, group, varying)
-        ax.errorbar(row["gmacs"], row["miou"], yerr=np.nan_to_num(row["miou_std"]), fmt="o",
-                    color=color, capsize=3, label=name)
-        ax.annotate(name, (row["gmacs"], row["miou"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=7, color=color)
-    fx = [points[i][0] for i in front]
-    fy = [points[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="0.3", linestyle="--", linewidth=1, label="Pareto front")
-    ax.set_xlabel("GFLOPs as fvcore counts them (1 multiply-add = 1 FLOP; scan counted), "
-                  "batch 1", fontsize=8)
-    ax.set_ylabel("mIoU (%), clean test split")
-    ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=2)
+    names = [_name(k, group, varying) for k in stats["key"]]
+    for ax, (col, label) in zip(axes[0], axes_spec):
+        have = stats[col].notna().to_numpy()
+        sub = stats[have]
+        colors = [c for c, h in zip(palette, have) if h]
+        for (_, row), color in zip(sub.iterrows(), colors):
+            ax.errorbar(row[col], row["miou"], yerr=row["ci"], fmt="o", color=color,
+                        capsize=3, markersize=5)
+        points = list(zip(sub[col], sub["miou"]))
+        front = pareto_front(points)
+        ax.step([points[i][0] for i in front], [points[i][1] for i in front], where="post",
+                color="0.3", linestyle="--", linewidth=1, label="Pareto front")
+        _cost_axis(ax, sub[col].tolist(), label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        _label_points(ax, sub[col], sub["miou"], [n for n, h in zip(names, have) if h], colors)
+    axes[0][0].set_ylabel("mIoU (%), clean test split\nmean over seeds, bars: 95% CI")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -94,26 +133,48 @@ def plot_per_class(table: pd.DataFrame, group: list[str], path: Path,
     return path
 
 
+def loss_composition(row: pd.Series) -> str:
+    """What a cell's training loss sums: its recorded loss terms, else (stores written before
+    the terms were recorded) its model, whose loss those terms are."""
+    terms = (row["history"] or {}).get("loss_terms")
+    if terms is None:
+        return f"loss of {row['model']}"
+    return "loss = " + " + ".join(t.removeprefix("loss_") for t in terms) if terms else \
+        "single-term loss"
+
+
 def plot_curves(done: pd.DataFrame, group: list[str], path: Path) -> Path | None:
+    """Training loss per cell group (mean over seeds, band min–max), one panel per loss
+    composition: losses that sum different terms are not on one scale."""
     varying = _varying(done, group)
     have = done[done["history"].map(lambda h: isinstance(h, dict) and bool(h.get("loss")))]
     if have.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    have = have.assign(composition=have.apply(loss_composition, axis=1))
+    panels = list(dict.fromkeys(have["composition"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     palette = sns.color_palette("tab10", have.groupby(group, sort=False).ngroups)
-    for (key, rows), color in zip(have.groupby(group, sort=False), palette):
-        curves = [pd.Series(h["loss"], index=h["iteration"]) for h in rows["history"]]
-        merged = pd.concat(curves, axis=1)
-        mean = merged.mean(axis=1)
-        ax.plot(mean.index, mean.values, color=color, label=_name(key, group, varying))
-        if merged.shape[1] > 1:
-            ax.fill_between(mean.index, merged.min(axis=1), merged.max(axis=1), color=color,
-                            alpha=0.15)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss (mean over seeds; band = min–max)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    colors = dict(zip([k for k, _ in have.groupby(group, sort=False)], palette))
+    for ax, composition in zip(axes[0], panels):
+        for key, rows in have[have["composition"] == composition].groupby(group, sort=False):
+            curves = [pd.Series(h["loss"], index=h["iteration"]) for h in rows["history"]]
+            merged = pd.concat(curves, axis=1)
+            mean = merged.mean(axis=1)
+            # a curve of one or a few logged points still shows (markers)
+            ax.plot(mean.index, mean.values, color=colors[key], marker="o",
+                    markersize=3 if len(mean) > 3 else 6, label=_name(key, group, varying))
+            if merged.shape[1] > 1:
+                ax.fill_between(mean.index, merged.min(axis=1), merged.max(axis=1),
+                                color=colors[key], alpha=0.15)
+        ax.set_title(composition, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=6)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0][0].set_ylabel("training loss (mean over seeds; band = min–max)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

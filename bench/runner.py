@@ -57,6 +57,9 @@ def run_one(store: CellStore, claim, progress: bool, on_validation=None,
     workdir = store.cell_dir(config["id"])
     if distributed.active():
         distributed.broadcast_object((config, str(workdir)))
+    if on_validation is None:  # a grid cell: live validation values for optuna-dashboard
+        from bench.tracking import trial_reporter
+        on_validation = trial_reporter(claim)
     try:
         result = run_cell(config, workdir, on_validation=on_validation, progress=progress)
     except Pruned as exc:

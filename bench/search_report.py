@@ -17,6 +17,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from bench.markdown import markdown_table  # noqa: E402
 from bench.search_space import METRICS  # noqa: E402
 
 log = logging.getLogger("ssmbench")
@@ -51,8 +52,14 @@ def trial_rows(study: optuna.Study, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _condition(when: dict) -> str:
+    """``{fusion: [a, b]}`` -> "fusion in a, b" (no Python reprs in a report)."""
+    return " and ".join(f"{k} in {', '.join(map(str, v if isinstance(v, list) else [v]))}"
+                        for k, v in when.items())
+
+
 def _markdown(frame: pd.DataFrame) -> str:
-    return frame.map(_fmt).to_markdown(index=False) if len(frame) else "(none)"
+    return markdown_table(frame.map(_fmt)) if len(frame) else "(none)"
 
 
 def best_per_group(frame: pd.DataFrame, metrics: list[str], directions: list[str],
@@ -129,6 +136,21 @@ def write_plots(study: optuna.Study, metrics: list[str], out: Path) -> dict[str,
     return written
 
 
+# fANOVA fits a random forest to the complete trials; Hutter et al. (ICML 2014) evaluate it on
+# hundreds of configurations. Below this many trials the plots are read as anecdotes.
+FEW_TRIALS = 20
+
+
+def small_sample_caveat(complete: int, total: int) -> str | None:
+    """A warning over the plots when the study is too small to rank parameters."""
+    if complete >= FEW_TRIALS:
+        return None
+    return (f"⚠ Small sample: {complete} complete trial(s) of {total}. The parameter "
+            f"importances are a random forest (fANOVA) fitted to {complete} point(s) and change "
+            f"with every new trial, and the history's best-so-far reflects few draws: read "
+            f"both as indicative only (fewer than {FEW_TRIALS} complete trials).")
+
+
 def write_search_report(plan, store, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     study = store.study
@@ -150,8 +172,9 @@ def write_search_report(plan, store, out: Path) -> Path:
         "- Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())),
         "- Space: " + "; ".join(
             f"`{k}` {p.type}" + (f" [{p.low:g}, {p.high:g}]" if p.low is not None else
-                                 f" {p.choices}") + (" log" if p.log else "")
-            + (f" when {p.when}" if p.when else "") for k, p in spec.space.items()),
+                                 " {" + ", ".join(map(str, p.choices or [])) + "}")
+            + (" log" if p.log else "") + (f" when {_condition(p.when)}" if p.when else "")
+            for k, p in spec.space.items()),
         "- val_mIoU is the last validation of a trial (train.val_split), the value the pruner "
         "sees; the test split is not used to choose.",
         "",
@@ -166,6 +189,9 @@ def write_search_report(plan, store, out: Path) -> Path:
                   _markdown(defaults_vs_best(frame, metrics[0], directions[0])), ""]
     plots = write_plots(study, metrics, out)
     lines += ["## Plots", ""]
+    caveat = small_sample_caveat(len(complete), len(frame))
+    if caveat:
+        lines += [caveat, ""]
     for file, caption in plots.items():
         if caption.startswith("not drawn"):
             lines.append(f"- {file}: {caption}")

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from tqdm.auto import tqdm
 
 import models
-from bench import distributed
+from bench import distributed, tracking
 from bench.data import build_dataset, get_dataset_class
 from bench.metrics import ConfusionMeter, ReferringMeter
 from bench.protocols import describe, infer
@@ -255,6 +255,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
                dynamic_ncols=True)
     it = start
     running = running_loss
+    tracker = tracking.open_tracker(config, workdir, start, device, distributed.is_main())
     for batch in loader:
         inputs, target = split_batch(to_device(batch, device), model.modalities)
         state = {"iteration": it, "max_iters": total, "epoch": it // per_epoch + 1,
@@ -275,11 +276,14 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
         it += 1
         running += loss.item()
         bar.update(1)
+        if tracker is not None:
+            tracker.step(it, losses, scheduler.get_last_lr()[0])
         if it % train["log_every"] == 0 or it == total:
             n = it % train["log_every"] or train["log_every"]
             history["iteration"].append(it)
             history["loss"].append(distributed.mean(running / n))
             history["lr"].append(scheduler.get_last_lr()[0])
+            history["loss_terms"] = [k for k in losses if k != "loss"]  # report: curve panels
             bar.set_postfix(loss=f"{running / n:.3f}")
             running = 0.0
         if train["val_every"] and (it % train["val_every"] == 0 or it == total):
@@ -287,6 +291,8 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
             miou = validate(config, model, info, device)
             history["val_iteration"].append(it)
             history["val_mIoU"].append(miou)
+            if tracker is not None:
+                tracker.validation(it, miou)
             model.train()
             stop = on_validation(it, miou) if on_validation is not None else False
             if distributed.agree(stop) and it < total:
@@ -297,6 +303,8 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
                 "scheduler": scheduler.state_dict(), "iteration": it, "history": history,
                 "running_loss": running, "rng": rng_state()})
     bar.close()
+    if tracker is not None:
+        tracker.close()
     return {"history": history, "iterations": total, "resumed_from": start}
 
 
@@ -403,6 +411,9 @@ def run_cell(config: dict, workdir: Path, on_validation=None, progress: bool = T
     if "eval" in stages:
         start = time.perf_counter()
         result["metrics"] = evaluate_cell(config, model, info, device, progress)
+        if distributed.is_main():
+            tracking.log_test_metrics(config, workdir, result["metrics"],
+                                      result.get("iterations", 0))
         result["timing"]["eval_s"] = time.perf_counter() - start
     if "profile" in stages and distributed.is_main():  # latency of one process, alone
         start = time.perf_counter()

@@ -46,6 +46,8 @@ def test_profile_command_runs_only_the_profile_stage(write_suite, tmp_path, caps
     assert "GMACs published" in report and "Latency ms" in report
     assert "## Profile" in report and "### Profile settings" in report
     assert "dualcnn/nano/add" in report and "process peak RSS" in report
+    # its own title and its own command, not the trained suite's
+    assert report.startswith("# Profile: ") and f"by `ssmbench profile {path}`" in report
     assert not list((tmp_path / "runs").glob("**/checkpoint.pt"))
 
 
