@@ -29,11 +29,14 @@ def _inputs(profile: dict) -> str:
     return " + ".join(f"{k} {'×'.join(map(str, s))}" for k, s in shapes.items()) or "–"
 
 
-def profiled_cells(store) -> list[tuple[dict, dict, str]]:
-    """(config, profile, state) of every cell with a profile, in the store's order."""
+def profiled_cells(store, ids: set[str] | None = None) -> list[tuple[dict, dict, str]]:
+    """(config, profile, state) of every cell with a profile, in the store's order; only the
+    cells whose id is in ``ids`` when given (the suite's grid: cells that left it stay stored)."""
     out = []
     for trial in store.latest_results():
         profile = trial.user_attrs.get("profile") or {}
+        if ids is not None and trial.user_attrs.get("cell_id") not in ids:
+            continue
         if profile:
             out.append((trial.user_attrs["config"], profile, trial.state.name))
     return out
@@ -196,10 +199,12 @@ def settings_lines(cells) -> list[str]:
     return lines + list(dict.fromkeys(notes))
 
 
-def profile_section(store, max_depth: int = 1, out_dir=None) -> list[str]:
-    """Markdown lines of the profile section ([] when no cell has a profile); links
-    ``latency_repro.md`` when ``ssmbench profile-repro`` wrote one into ``out_dir``."""
-    cells = profiled_cells(store)
+def profile_section(store, max_depth: int = 1, out_dir=None,
+                    ids: set[str] | None = None) -> list[str]:
+    """Markdown lines of the profile section ([] when no cell has a profile) over the cells in
+    ``ids`` (all stored cells when None); links ``latency_repro.md`` when
+    ``ssmbench profile-repro`` wrote one into ``out_dir``."""
+    cells = profiled_cells(store, ids)
     if not cells:
         return []
     lines = ["## Profile", "",

@@ -343,7 +343,7 @@ def write_report(suite: Suite, store: CellStore, out_dir: Path) -> Path:
     lines += init_section(store, spec, ids)
     from bench.profile_report import profile_section  # FLOPs, latency, memory, breakdown
 
-    lines += profile_section(store, out_dir=out_dir)
+    lines += profile_section(store, out_dir=out_dir, ids=ids)
     if not failed.empty:
         lines += ["## Failed cells", ""]
         lines += [f"- `{r.label}`: {r.error}" for r in failed.itertuples()]

@@ -170,6 +170,12 @@ def cell_id(config: dict) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+    init = identity.get("init")
+    for key in ("backbone", "checkpoint"):
+        if isinstance(init, dict) and init.get(key):
+            # like dataset.root: where the weights lie is not which weights they are; the file
+            # name stays, so a different checkpoint is a different cell
+            init[key] = Path(str(init[key])).name
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -83,6 +83,19 @@ def test_reruns_after_a_change_run_only_the_new_cells(write_suite, tmp_path, cap
     assert "2 cell(s) run now, 0 already finished" in capsys.readouterr().out
 
 
+def test_profile_section_leaves_out_cells_outside_the_grid(write_suite, tmp_path, capsys):
+    from bench.profile_report import profiled_cells
+
+    path = write_suite(TOY_SUITE.replace("train: {", "stages: [profile]\ntrain: {"))
+    assert _run(path, tmp_path) == 0
+    lr = ["--set", "overrides=[{match: {fusion: add}, set: {train.lr: 0.02}}]"]
+    assert _run(path, tmp_path, *lr) == 0
+    store = CellStore("toy", None, tmp_path / "runs")
+    ids = {c["id"] for c in load_suite(path, lr[1:]).cells()}
+    assert len(profiled_cells(store)) == 3  # the old add cell is kept in the store ...
+    assert {cfg["id"] for cfg, _, _ in profiled_cells(store, ids)} == ids  # ... not reported
+
+
 def test_cuda_device_without_cuda_is_refused_at_load(write_suite, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -1,5 +1,6 @@
 """Suite loading: malformed suites give one clear message (file, key path, line), exit code 2,
 no traceback; inheritance, --set, exclude and overrides resolve as documented."""
+import copy
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,20 @@ def test_cell_ids_are_stable_and_track_config(write_suite):
     assert a == b
     assert set(a) == set(c) and all(a[k] != c[k] for k in a)
     assert len(set(a.values())) == len(a)
+
+
+def test_cell_id_ignores_where_data_and_weights_lie_but_not_which_weights():
+    from bench.suite import cell_id
+
+    config = {"model": "sigma", "seed": 0, "dataset": {"name": "mfnet", "root": "/data/a"},
+              "init": {"checkpoint": "/ckpt/a/sigma_tiny.pth", "strict": True}}
+    moved = copy.deepcopy(config)
+    moved["dataset"]["root"] = "/mnt/other/mfnet"
+    moved["init"]["checkpoint"] = "/mnt/weights/sigma_tiny.pth"
+    other = copy.deepcopy(config)
+    other["init"]["checkpoint"] = "/ckpt/a/sigma_small.pth"
+    assert cell_id(config) == cell_id(moved)
+    assert cell_id(config) != cell_id(other)
 
 
 def test_default_fusion_resolves_to_the_family_default(write_suite):
