@@ -38,12 +38,15 @@ class FusionSegmenter(SegModel):
                  shared_encoder: bool = False, fusion_kwargs: dict | None = None,
                  ignore_index: int = 255):
         """``make_encoder(in_chans)`` and ``make_head(in_channels)`` build the parts;
-        ``modalities`` maps the two input keys (primary first) to their channel counts."""
+        ``modalities`` maps the input keys (primary first) to their channel counts: two, or one
+        for a single-modality dataset (LoveDA, Vaihingen RGB) with a fusion that keeps the
+        primary stream."""
         super().__init__()
         modalities = modalities or {"rgb": 3, "x": 1}
-        if len(modalities) != 2:
-            raise ValueError(f"FusionSegmenter takes two modalities, got {list(modalities)}")
-        (self.key_a, c_a), (self.key_b, c_b) = modalities.items()
+        if len(modalities) not in (1, 2):
+            raise ValueError(f"FusionSegmenter takes one or two modalities, got "
+                             f"{list(modalities)}")
+        (self.key_a, c_a), (self.key_b, c_b) = (list(modalities.items()) + [(None, None)])[:2]
         self.modalities = (self.key_a, self.key_b)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -54,6 +57,9 @@ class FusionSegmenter(SegModel):
             fusion = create_fusion(fusion, list(probe.out_channels), **(fusion_kwargs or {}))
         self.fusion = fusion
         kind = fusion.kind
+        if self.key_b is None and not (kind == "single" and fusion.keeps == "a"):
+            raise ValueError(f"fusion {type(fusion).__name__} needs two modalities but the data "
+                             f"has one ({self.key_a!r}); use the rgb_only fusion")
         if kind == "single":
             self.modalities = (self.key_a,) if fusion.keeps == "a" else (self.key_b,)
             self.encoder_a = probe if fusion.keeps == "a" else make_encoder(c_b)
