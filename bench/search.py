@@ -341,13 +341,18 @@ def run_search(suite: Suite, storage: str | None = None, fresh: bool = False,
                runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
                workers: int = 1, progress: bool = True, set_values: list[str] | None = None,
                n_trials: int | None = None, timeout: float | None = None,
-               write_report: bool = True, worker_index: int = 0) -> SearchOutcome:
+               write_report: bool = True, worker_index: int = 0,
+               preflight: bool = True) -> SearchOutcome:
     if n_trials is not None or timeout is not None:
         spec = suite.spec.search.model_copy(update={
             k: v for k, v in (("n_trials", n_trials), ("timeout", timeout)) if v is not None})
         suite.spec = suite.spec.model_copy(update={"search": spec})
     plan = SearchPlan(suite)
     name = suite.name
+    if preflight and distributed.is_main():  # the base cells' models once on the data
+        from bench.preflight import preflight as run_preflight
+
+        print(run_preflight(suite, list(plan.base.values())).format(), flush=True)
     if distributed.init(suite.spec.train.device) and not distributed.is_main():
         follow()
         return SearchOutcome(name, 0, 0)
@@ -403,7 +408,7 @@ def cmd_search(args) -> int:
                          reports_dir=args.reports_dir, workers=args.workers,
                          progress=not args.no_progress, set_values=args.set_values,
                          n_trials=args.n_trials, timeout=args.timeout,
-                         worker_index=args.worker_index)
+                         worker_index=args.worker_index, preflight=not args.no_preflight)
     if outcome.report is None and outcome.trials == 0:  # a torchrun rank > 0
         return 0
     ran = "" if outcome.ran < 0 else f"{outcome.ran} trial(s) run now, "
@@ -428,6 +433,9 @@ def add_search_command(sub, add_suite_args, add_store_args) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="regenerate the search report from the store")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip building and running each base cell's model once before the "
+                        "first trial (bench/preflight.py)")
     p.set_defaults(handler=cmd_search)
 
 

@@ -236,6 +236,16 @@ def test_runtime_only_fault_is_refused_within_seconds_and_no_cell_dir(tmp_path, 
     assert main(["run", str(path), "--runs-dir", str(runs), "--reports-dir",
                  str(tmp_path / "reports"), "--no-progress"]) == 2
     assert not any(runs.rglob("*")) if runs.exists() else True
+    # a search over the same cells is refused the same way before its first trial
+    search = text + ("search: {space: {train.lr: {type: float, low: 0.001, high: 0.1}}, "
+                     "objectives: [{metric: val_mIoU}], n_trials: 2}\n")
+    path = _write(tmp_path, search.replace("  batch_size: 2\n", "  batch_size: 2\n  val_every: 1\n"),
+                  "rt_search")
+    assert main(["search", str(path), "--runs-dir", str(runs), "--reports-dir",
+                 str(tmp_path / "reports"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "grid.fusions[0]" in err and "expected 3x" in err and "Traceback" not in err
+    assert not any(runs.rglob("*")) if runs.exists() else True
 
 
 def _subprocess(args, cwd):
