@@ -11,3 +11,15 @@ torch.set_num_threads(int(os.environ.get("SSMBENCH_TEST_THREADS", "2")))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def pytest_sessionstart(session):
+    """Build the cpu scan kernel once, before the first test: otherwise whichever test needs it
+    first (possibly a subprocess with a deadline, e.g. torchrun in test_ddp.py) pays the one-off
+    build, a minute or more on 2 cores."""
+    from kernels.backends import cpu
+
+    try:
+        cpu.load_library()
+    except RuntimeError:
+        pass  # unavailable here: the tests run on the torch backend, as a user's run would
