@@ -1,4 +1,4 @@
-"""SynRGBX (datasets.md §4): determinism, class layout and the XOR rule, the no-leak property,
+"""SynRGBX (docs/datasets.md): determinism, class layout and the XOR rule, the no-leak property,
 robustness sets, train-time robustness, and the exported Sigma/CMX layout."""
 import dataclasses
 import json

@@ -1,6 +1,6 @@
 """Hypothesis property tests over the shape space, and ``ref`` against mamba_ssm's own
 ``selective_scan_ref`` where mamba_ssm is installed (a CPU-only install works once its two
-compiled modules have stand-ins; see shared/specs/kernels.md section 1)."""
+compiled modules have stand-ins; see docs/kernels.md)."""
 import sys
 import types
 

@@ -147,7 +147,7 @@ def block_params(c, z_gate, unused):
 
 
 def test_paper_size_parameters_match_the_spec():
-    """specs/models.md section 3: DCF 95.38M, DS-S4 139.87M at dims 128..1024 (2,2,2,2 and
+    """Computed from upstream's classes (docs/models.md, "Mamba-Diffusion"): DCF 95.38M, DS-S4 139.87M at dims 128..1024 (2,2,2,2 and
     2,2,4,2 blocks), with upstream's unused second output projections; plus the stage norms."""
     dims = [128, 256, 512, 1024]
     with torch.device("meta"):

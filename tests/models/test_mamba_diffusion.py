@@ -149,8 +149,8 @@ def test_fpn_top_down_is_nearest_and_sums_into_the_finer_level():
 
 
 def test_paper_configuration_backbone_parameters():
-    """specs/models.md section 3: backbone ~410.3M (two v2-B streams + DCF + DS-S4 + the stage
-    norms; the spec's streams, 87.45M each, exclude their patch embeddings)."""
+    """Computed from upstream's classes (docs/models.md, "Mamba-Diffusion"): backbone ~410.3M (two v2-B streams + DCF + DS-S4 + the stage
+    norms; upstream's streams, 87.45M each, exclude their patch embeddings)."""
     with on_meta():
         model = models.create_model("mamba_diffusion", size="base", num_classes=7)
     assert model.modalities == ("rgb", "x") and model.encoder_a.in_chans == 4

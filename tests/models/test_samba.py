@@ -181,7 +181,7 @@ def samba_base():
 
 
 def test_samba_base_parameters_match_the_spec(samba_base):
-    """specs/models.md section 5: backbone 22.65M + UPerHead 29.21M = 51.86M (K = 7,
+    """Computed from upstream's classes (docs/models.md, "Samba"): backbone 22.65M + UPerHead 29.21M = 51.86M (K = 7,
     inference), + 0.74M auxiliary head in training."""
     assert params(samba_base.encoder_a) == 22_650_720
     assert params(samba_base.head) == 29_212_167
@@ -204,7 +204,7 @@ def test_samba_base_flops_at_512(samba_base):
         full, by_op, by_module = fa.total(), fa.by_operator(), fa.by_module()
     published = full - by_op["PythonOp.SelectiveScanFn"]
     assert abs(published / 236.56e9 - 1) < 0.01
-    assert abs(published / 236e9 - 1) < 0.01            # the spec's estimate
+    assert abs(published / 236e9 - 1) < 0.01            # docs/models.md's estimate
     assert abs(full / 245.29e9 - 1) < 0.01
     encoder_full = by_module["model.encoder_a"]
     assert abs((encoder_full - by_op["PythonOp.SelectiveScanFn"]) / 27.0e9 - 1) < 0.01
