@@ -13,8 +13,17 @@ from bench.data.io import DataError
 from bench.data.rgbx_folder import SIGMA_NORM
 from bench.data.synrgbx import export_synrgbx, render_split
 from bench.data.synrgbx_render import (
-    CLASSES, FAMILIES, FLAVOURS, class_of, render_label, render_rgb, render_scene, render_x,
-    sample_scene, scene_streams, top_item,
+    CLASSES,
+    FAMILIES,
+    FLAVOURS,
+    class_of,
+    render_label,
+    render_rgb,
+    render_scene,
+    render_x,
+    sample_scene,
+    scene_streams,
+    top_item,
 )
 
 COUNTS = [6, 3, 5]

@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels.conftest import max_scaled_error, run_scan, scan_inputs
+from tests.helpers.scan import max_scaled_error, run_scan, scan_inputs
 
 shapes = st.tuples(
     st.integers(1, 2),                        # batch
