@@ -1,5 +1,6 @@
 """Mamba-Diffusion (Du et al., IEEE GRSL 2024, doi 10.1109/LGRS.2024.3476269;
-WenliangDu/MambaDiffusion; docs/models.md, "Mamba-Diffusion"): optical + SAR land-cover segmentation.
+WenliangDu/MambaDiffusion; docs/models.md, "Mamba-Diffusion"): optical + SAR land-cover
+segmentation.
 
     streams  two VMamba-v2 encoders (``v2_base`` at the paper size: dims 128..1024, depths
              2,2,15,2, d_state 1, MLP 4, no z gate, patch-embed v2, downsample v3, drop path
