@@ -1,4 +1,5 @@
-# Quick start: `make bench` (install + run the fusion ablation on the CPU), `make test`.
+# Quick start: `make bench` (install + run the fusion ablation on the CPU), `make test`,
+# `make lint`.
 SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
@@ -14,7 +15,7 @@ else
 PY := .venv/bin/python
 endif
 
-.PHONY: install install-test bench test kernels-bench clean
+.PHONY: install install-test bench test lint kernels-bench clean
 
 $(PY):
 	$(PYTHON) -m venv .venv
@@ -33,6 +34,10 @@ bench: install
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml ([tool.ruff]); CI runs it before the tests
+lint: install-test
+	$(PY) -m ruff check .
 
 # pytest-benchmark kernel timings (not part of `make test`)
 kernels-bench: install-test

@@ -1,5 +1,5 @@
 """The environment fingerprint stored with every cell and printed in every report: what a
-number was measured on (harness.md §6: a missing fingerprint is how ranking flips go unseen)."""
+number was measured on (docs/profiling.md: a missing fingerprint is how ranking flips go unseen)."""
 from __future__ import annotations
 
 import functools

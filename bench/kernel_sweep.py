@@ -4,7 +4,7 @@ GFLOP/s, the multiple of this machine's rooflines (memory bandwidth, FLOP rate a
 all measured in the same run), errors against ``ref``, and a plot of throughput against length. The report is rebuilt from results.csv and
 meta.json by ``write_kernel_report``.
 
-Rooflines (as in shared/specs/kernels.md): bytes = selective_scan_bytes (u, delta, out, B, C,
+Rooflines (docs/kernels.md): bytes = selective_scan_bytes (u, delta, out, B, C,
 A, D; fwd+bwd adds dout, du, ddelta, dB, dC), flops = 9BDLN + BDL (fwd+bwd: 3x), t_roof =
 max(bytes / bandwidth, flops / GEMM rate); the exp bound is B*D*L*N exps (fwd+bwd: 2x) at
 torch.exp's measured rate.
@@ -83,7 +83,7 @@ def vmamba_inputs(s: SweepShape, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def _mamba_ref() -> Callable | None:
     """mamba_ssm's selective_scan_ref, importable on a CPU-only install once its two compiled
-    modules have stand-ins (shared/specs/kernels.md section 1)."""
+    modules have stand-ins (docs/kernels.md)."""
     for name in ("selective_scan_cuda", "causal_conv1d_cuda"):
         sys.modules.setdefault(name, types.ModuleType(name))
     try:

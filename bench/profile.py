@@ -1,5 +1,5 @@
 """Per-cell profiling: parameters, FLOPs in two conventions, latency, throughput, memory and
-where the time goes (issue 7; harness.md §1, §3, §6, §8).
+where the time goes (issue 7; docs/profiling.md).
 
 ``profile_model(model, example_inputs, spec, device)`` runs what ``spec`` asks for and returns
 one flat-ish dict the store keeps:

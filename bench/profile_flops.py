@@ -2,8 +2,8 @@
 
 fvcore (``FlopCountAnalysis``) traces ``forward(*tensors) -> tensor`` only, so the model is
 wrapped to rebuild its inputs dict from positional tensors and to return the logits of a dict or
-tuple output (harness.md §3 pitfalls). fvcore counts one fused multiply-add as one FLOP, so every
-number here is in MACs ("GMACs", as timm names them).
+tuple output (docs/profiling.md, fvcore's pitfalls). fvcore counts one fused multiply-add as
+one FLOP, so every number here is in MACs ("GMACs", as timm names them).
 
 Conventions (kernels/flops.py): *published* skips the selective scan, as the seed repositories'
 ``flops()`` do; *full* counts it as 9·B·L·D·N + B·D·L (state-spaces/mamba#110). Both come from

@@ -1,6 +1,6 @@
 """Latency, throughput and peak memory of one model, with the run settings on every row.
 
-Timing follows harness.md §6: warm-up calls first (allocator, autotuning, compilation), then
+Timing follows docs/profiling.md: warm-up calls first (allocator, autotuning, compilation), then
 ``samples`` timed calls, each synchronised (CUDA events on a GPU, ``perf_counter`` on the CPU),
 summarised by median, IQR and p90 rather than a mean (pytest-benchmark's advice for noisy
 machines). The settings that flipped rankings in VMamba#172 (TF32, channels-last, precision,

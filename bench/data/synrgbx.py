@@ -1,4 +1,4 @@
-"""SynRGBX: the synthetic RGB + X segmentation benchmark of ``shared/specs/datasets.md`` §4.
+"""SynRGBX: the synthetic RGB + X segmentation benchmark designed in docs/datasets.md.
 
 ``synrgbx`` renders scenes in memory (``bench/data/synrgbx_render.py``), deterministically from
 ``seed``; ``export_synrgbx(root, ...)`` writes the same samples in the Sigma/CMX layout

@@ -1,4 +1,4 @@
-"""SynRGBX scene sampling and rendering (numpy only), ``shared/specs/datasets.md`` §4.
+"""SynRGBX scene sampling and rendering (numpy only); the design is in docs/datasets.md.
 
 Each modality carries an orthogonal latent attribute: RGB shows the hue family A of every object
 and nothing about its level P; X shows P (height, heat or backscatter contrast) and nothing about

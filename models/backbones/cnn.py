@@ -2,7 +2,7 @@
 
 Each stage is conv3x3 (stride 2) - BN - ReLU - conv3x3 - BN - ReLU, so the features are at
 strides 2, 4, 8 and 16. At SynRGBX's 64 px the last stage sees the whole image, which the
-dataset's relative-height classes need (datasets.md §4: only local contrast separates low from
+dataset's relative-height classes need (docs/datasets.md: only local contrast separates low from
 high objects).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """ResNet-50 truncated after layer3, MS2MNet's encoder stream (DrWuHonglin/MS2MNet
-``models/MS2MNet.py``, class ``ResNet50``; specs/models.md section 2).
+``models/MS2MNet.py``, class ``ResNet50``; docs/models.md, "MS2MNet").
 
 torchvision's ResNet v1.5 (stride on the 3x3 conv of the bottleneck) with torchvision's
 parameter names (``conv1``, ``bn1``, ``layer{i}.{j}.conv{1,2,3}``, ``bn{1,2,3}``,

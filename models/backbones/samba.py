@@ -1,5 +1,5 @@
 """Samba's Mamba encoder (zhuqinfeng1999/Samba, ``mmseg/models/backbones/Samba.py``, class
-``Samba``; specs/models.md section 5).
+``Samba``; docs/models.md, "Samba").
 
 Four stages of pre-norm blocks over one raster-ordered token sequence (no 2-D cross-scan):
 

@@ -1,4 +1,4 @@
-"""SS2D, VMamba's 2-D selective-scan mixer, on the kernels/ API (specs/models.md section 0).
+"""SS2D, VMamba's 2-D selective-scan mixer, on the kernels/ API (docs/models.md, "VMamba").
 
 One call on channels-last tokens x (B, H, W, C), with D = ssm_ratio * C, K scan orders
 (``scan_mode``: cross4 K=4, bidir K=2, unidir K=1), N = d_state, R = dt_rank:

@@ -1,4 +1,4 @@
-"""VMamba encoder (MzeroMiko/VMamba; specs/models.md section 0), v0 and v2, on the kernels/ API.
+"""VMamba encoder (MzeroMiko/VMamba; docs/models.md, "VMamba"), v0 and v2, on the kernels/ API.
 
 Configurations (``VMAMBA_CONFIGS``, ``vmamba_config(name, **overrides)``):
 

@@ -1,9 +1,9 @@
-"""ASAF, MS2MNet's adaptive spatial attention fusion (DrWuHonglin/MS2MNet; specs/models.md
-section 2), and its use as an RGB-X stage fusion ``asaf``.
+"""ASAF, MS2MNet's adaptive spatial attention fusion (DrWuHonglin/MS2MNet; docs/models.md,
+"MS2MNet"), and its use as an RGB-X stage fusion ``asaf``.
 
 **Reconstructed**: the release calls ``ASAFFusion(channels)`` as ``fuse(x_decoder, x_encoder)``
 in its HFP decoder but never defines it. Built from the README figure (images/ASAF.png, as
-described in the spec):
+read in docs/models.md, "MS2MNet"):
 
     x_dec  <- bilinear resize to x_en's size (the decoder path is one stride coarser)
     att    =  x_en * sigmoid(conv_kxk([mean_c x_en, max_c x_en]))    spatial attention

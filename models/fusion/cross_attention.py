@@ -4,7 +4,7 @@ At each stage the two streams are merged by a 1x1 conv; every position then atte
 tokens of both modalities (average-pooled to at most ``max_tokens`` per modality so the cost
 stays linear in the image size), and the attended context is added back. Pixel-aligned fusions
 (add, concat) only see a neighbourhood; this one propagates context spatially, which
-SynRGBX's corruption sets reward (datasets.md §4: pixel-local fusion is capped at 0.77 mIoU
+SynRGBX's corruption sets reward (docs/datasets.md: pixel-local fusion is capped at 0.77 mIoU
 under night + holes, spatially propagating fusion can reach 0.99).
 """
 from __future__ import annotations

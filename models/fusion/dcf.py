@@ -1,10 +1,11 @@
 """Mamba-Diffusion's DCF block and the paired-stream fusion both its fusions build on
 (WenliangDu/MambaDiffusion ``mmseg/models/backbones/fuse_mamba.py``: ``FusionSS2D`` forward
-type "fusev1_v05_noz", ``FusionVSSBlock``, ``Fusion_VSSM.forward``; specs/models.md section 3).
+type "fusev1_v05_noz", ``FusionVSSBlock``, ``Fusion_VSSM.forward``; docs/models.md,
+"Mamba-Diffusion").
 
 Upstream defines the blocks in code (the release is complete for them); this module follows
-that code as specs/models.md section 3 describes it, not the paper's figures, and keeps its
-quirks on purpose (see below). The paper publishes no parameter count for them.
+that code's behaviour, not the paper's figures, and keeps its quirks on purpose (see below).
+The paper publishes no parameter count for them.
 
 DCF mixer m(P, Q), channels-last (B, H, W, C), D = ssm_ratio C, N = d_state, R = ceil(C/16):
     xP = SiLU(dwconv_a(in_proj_a P)), xQ = SiLU(dwconv_b(in_proj_b Q))    (C -> D, no z gate)

@@ -1,7 +1,7 @@
 """Mamba-Diffusion's DS-S4 block, and the registered fusions ``ds_s4`` and ``dcf+ds_s4``
 (WenliangDu/MambaDiffusion ``mmseg/models/backbones/fuse_mamba.py``: ``FusionSS2Dv2`` forward
-type "fusev2_v05", ``FusionVSSBlockv2``; specs/models.md section 3). Built from the released code
-as the spec describes it (not from the paper's figures).
+type "fusev2_v05", ``FusionVSSBlockv2``; docs/models.md, "Mamba-Diffusion"). Built from the
+released code's behaviour (not from the paper's figures).
 
 DS-S4 mixer m(P, Q), channels-last, D = ssm_ratio C, with the z gate:
     [xP, zP] = in_proj_a(P)          C -> 2D

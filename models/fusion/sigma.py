@@ -1,4 +1,4 @@
-"""Sigma's fusion modules (zifuwan/Sigma ``models/encoders/vmamba.py``; specs/models.md section 1):
+"""Sigma's fusion modules (zifuwan/Sigma ``models/encoders/vmamba.py``; docs/models.md, "Sigma"):
 CroMB (cross Mamba: each modality's scan read out with the other's C) and ConMB (concat Mamba: one
 scan over the concatenated sequence [rgb ; x] both ways, cross SE gates), per encoder stage.
 

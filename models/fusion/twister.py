@@ -1,6 +1,6 @@
 """ReMamber's image-text fusion (ECCV 2024, arXiv 2403.17839; yyh-rain-song/ReMamber
 ``model/customized_model.py`` ``Twister``/``VSSBlock``/``ReMamber.forward``, ``model/utils.py``
-``ImageTextCorr``; specs/models.md section 4), as a stage fusion.
+``ImageTextCorr``; docs/models.md, "ReMamber"), as a stage fusion.
 
 Per stage i (channels C = C_i), after the stage's VSS blocks:
 

@@ -1,5 +1,5 @@
 """MS2MNet's per-stage RGB-X fusion (DrWuHonglin/MS2MNet ``models/MS2MNet.py``;
-specs/models.md section 2): WASE, optionally followed by the VFE state-space block.
+docs/models.md, "MS2MNet"): WASE, optionally followed by the VFE state-space block.
 
 Fusions (kind ``stage``, built from the encoder's per-stage ``channels``, so they fit any
 encoder):
@@ -13,7 +13,7 @@ WASE (``WASEFusion``, released code): per modality an SE gate GAP -> 1x1 (C/16) 
 
 VFE and MSSM are **reconstructed**: the release calls ``VFE(dim, state_dim)`` (returning a pair,
 the second discarded) but never defines it. They are built from the README figure
-(images/VFE.png, images/MSSM.png, as described in specs/models.md) on mlvlab/EfficientViM's
+(images/VFE.png, images/MSSM.png; docs/models.md, "MS2MNet") on mlvlab/EfficientViM's
 ``HSMSSD`` / ``EfficientViMBlock`` and the helper classes the release defines but never uses
 (``LayerNorm1D``, ``ConvLayer2D``, ``SqueezeExcite``). Our reading, where the figures leave a
 choice:

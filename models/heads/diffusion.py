@@ -1,12 +1,12 @@
 """The diffusion mask head of Mamba-Diffusion: DDP's segmentor logic (bit embedding of the label
 map, cosine logSNR schedule, DDIM sampling) around the time-conditioned deformable-attention
 head (models/heads/diffusion_attn.py), fed by the FPN + multi-stage-merging neck
-(models/heads/fpn_neck.py). specs/models.md section 3.
+(models/heads/fpn_neck.py). Sources: docs/models.md, "Mamba-Diffusion".
 
 Upstream: WenliangDu/MambaDiffusion ``mmseg/models/segmentors/ddp.py`` (DDP, Ji et al. 2023),
 config ``timesteps=3, bit_scale=0.01``, defaults ``noise_schedule="cosine"``,
 ``diffusion="ddim"``, ``randsteps=1``, ``time_difference=1``, ``sample_range=(0, 0.999)``,
-``learned_sinusoidal_dim=16``. Reproduced from the spec's description of that file.
+``learned_sinusoidal_dim=16``. Reproduced from that file's behaviour, not its code.
 
 Training (``loss``), on the neck output x (B, C, h, w) at 1/4 of the input:
     gt  -> nearest-resized to (h, w); 255 -> class K (an extra "ignore" embedding row)

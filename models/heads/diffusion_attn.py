@@ -3,9 +3,10 @@
 Upstream (WenliangDu/MambaDiffusion ``mmseg/models/decode_heads/deformable_head_with_time.py``,
 ``mmseg/models/utils/transformer.py``; DDP, Ji et al. 2023) builds it on mmcv: the attention is
 mmcv's ``MultiScaleDeformableAttention`` (a CUDA op, not part of the release) and the layers come
-from mmcv's transformer registry. This module is written from the config and specs/models.md
-section 3, with the attention computed by ``F.grid_sample`` (mmcv's
-``multi_scale_deformable_attn_pytorch`` semantics, which its CUDA op matches).
+from mmcv's transformer registry. This module is written from the config and the upstream head's
+description (docs/models.md, "Mamba-Diffusion"), with the attention computed by
+``F.grid_sample`` (mmcv's ``multi_scale_deformable_attn_pytorch`` semantics, which its CUDA op
+matches).
 
     DeformableHeadWithTime(x: (B, C, H, W), t: (B, time_dim)) -> logits (B, K, H, W)
         tokens q = x flattened (B, HW, C); sine positional encoding p (C/2 features per axis,

@@ -1,6 +1,6 @@
 """FPN neck and multi-stage merging, as Mamba-Diffusion configures them (WenliangDu/MambaDiffusion
 ``configs/ddp_fuse-mamba_4x4_256x256_160k_whu-fianl.py``: mmseg ``FPN`` then DDP's
-``MultiStageMerging``; specs/models.md section 3 "Neck").
+``MultiStageMerging``; docs/models.md, "Mamba-Diffusion").
 
     FPN                 per level a 1x1 lateral ConvModule (-> ``out_channels``), top-down
                         ``lateral[i-1] += nearest_resize(lateral[i])``, then a 3x3 ConvModule per

@@ -1,5 +1,5 @@
 """MS2MNet's HFP decoder (DrWuHonglin/MS2MNet ``models/MS2MNet.py``: ``HFPDecoder``, ``Block``,
-``Mutilscal_MHSA``, ``MMPADBlock``, ``E_FFN``, ``MAF``; specs/models.md section 2).
+``Mutilscal_MHSA``, ``MMPADBlock``, ``E_FFN``, ``MAF``; docs/models.md, "MS2MNet").
 
 On encoder features [f1@H/2, f2@H/4, f3@H/8, f4@H/16], ``decode_channels`` (D) wide:
 

@@ -1,5 +1,5 @@
 """ReMamber's two mask heads (yyh-rain-song/ReMamber ``model/conv_segmenter.py`` ``ConvDecoder``
-and ``model/mamba_segmenter.py`` ``MambaDecoder``; specs/models.md section 4). Both take the
+and ``model/mamba_segmenter.py`` ``MambaDecoder``; docs/models.md, "ReMamber"). Both take the
 four stage features [F1, F2, F3, F4] (finest first, F1 at stride 4, channels C, 2C, 4C, 8C) and
 return one logit map (B, 1, H, W) at stride 1; ``forward(features, text=None)``.
 

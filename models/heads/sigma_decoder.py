@@ -1,5 +1,5 @@
 """Sigma's channel-aware Mamba decoder (zifuwan/Sigma ``models/decoders/MambaDecoder.py`` and
-``CVSSDecoderBlock`` in ``models/encoders/vmamba.py``; specs/models.md section 1).
+``CVSSDecoderBlock`` in ``models/encoders/vmamba.py``; docs/models.md, "Sigma").
 
 For stage features F_0..F_3 (channels C_0..C_3, finest first), channels-last inside:
 

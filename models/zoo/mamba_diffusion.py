@@ -1,5 +1,6 @@
 """Mamba-Diffusion (Du et al., IEEE GRSL 2024, doi 10.1109/LGRS.2024.3476269;
-WenliangDu/MambaDiffusion; specs/models.md section 3): optical + SAR land-cover segmentation.
+WenliangDu/MambaDiffusion; docs/models.md, "Mamba-Diffusion"): optical + SAR land-cover
+segmentation.
 
     streams  two VMamba-v2 encoders (``v2_base`` at the paper size: dims 128..1024, depths
              2,2,15,2, d_state 1, MLP 4, no z gate, patch-embed v2, downsample v3, drop path
@@ -26,8 +27,8 @@ both diffusion heads, each on its own stream, and sums the sampled logits).
 
 The release defines the backbone and the DDP segmentor in code, but its deformable attention is
 mmcv's CUDA op and transformer-layer registry (not in the release): that head was written from
-the config and the spec (models/heads/diffusion_attn.py). The fusion blocks follow the released
-code as the spec describes it, with its quirks kept (unused ``out_proj_b`` weights, drop-path
+the config and the upstream head's behaviour (models/heads/diffusion_attn.py). The fusion blocks
+follow the released code's behaviour, with its quirks kept (unused ``out_proj_b`` weights, drop-path
 rates read off the backbone's schedule, oA += blocks(oA) doubling the residual).
 
 Sizes (``MAMBA_DIFFUSION_SIZES``): ``base`` is the paper's configuration (default modalities
@@ -84,8 +85,8 @@ MAMBA_DIFFUSION_SIZES: dict[str, dict[str, Any]] = {
                  aux_channels=16, upstream_unused=False, modalities={"rgb": 3, "x": 1}),
 }
 
-#: figures from specs/models.md section 3 for the zoo report (published-vs-measured rows).
-#: The backbone count is the spec's [computed] figure from the upstream classes (the paper
+#: figures from docs/models.md, "Mamba-Diffusion", for the zoo report (published-vs-measured
+#: rows). The backbone count is a figure computed from the upstream classes (the paper
 #: publishes no parameters, FLOPs or FPS); the mIoU values are the paper's (figs/results.png).
 PUBLISHED = {
     "base": {
@@ -263,7 +264,7 @@ class MambaDiffusion(FusionSegmenter):
     # ------------------------------------------------------------------ parameter report
     def backbone_parameters(self) -> int:
         """Parameters of upstream's ``Fusion_VSSM``: both streams and, for feedback fusions,
-        the fusion blocks with the output norms (the spec's 410.3M at base size)."""
+        the fusion blocks with the output norms (upstream's 410.3M at base size, docs/models.md)."""
         modules = [self.encoder_a] + ([self.encoder_b] if hasattr(self, "encoder_b") else [])
         if self.feeds_back:
             modules.append(self.fusion)
@@ -273,7 +274,7 @@ class MambaDiffusion(FusionSegmenter):
 class MambaDiffusionBackbone(torch.nn.Module):
     """Upstream ``Fusion_VSSM`` as a module of its own (both streams and the fusion, no neck or
     head): ``forward(inputs) -> [stage features]``, for the zoo report's published-vs-measured
-    row (the spec's 410.3M is the backbone's count)."""
+    row (upstream's 410.3M, docs/models.md, is the backbone's count)."""
 
     def __init__(self, model: MambaDiffusion):
         super().__init__()

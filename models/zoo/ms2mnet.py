@@ -1,4 +1,4 @@
-"""MS2MNet (DrWuHonglin/MS2MNet; specs/models.md section 2): RGB + DSM semantic segmentation
+"""MS2MNet (DrWuHonglin/MS2MNet; docs/models.md, "MS2MNet"): RGB + DSM semantic segmentation
 of ISPRS Vaihingen / Potsdam.
 
     DSM     -> DFE (gradient enhancement, 1 channel out)

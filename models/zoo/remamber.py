@@ -1,6 +1,6 @@
 """ReMamber (ECCV 2024, arXiv 2403.17839; yyh-rain-song/ReMamber): referring segmentation with a
 VMamba-v2 encoder whose every stage ends in ImageTextCorr + two Mamba Twister blocks
-(specs/models.md section 4).
+(docs/models.md, "ReMamber").
 
     text      ``models.text_encoder``: a word transformer trained from scratch by default (at
               ``base`` CLIP ViT-L/14's text-tower shape, 123.06M parameters, random init), or any
@@ -64,7 +64,7 @@ REMAMBER_SIZES = {
                  twister=dict(hidden_dim=32, channel_res=4), head_hidden=32),
 }
 
-#: published figures for the zoo report (specs/models.md section 4). ReMamber publishes no
+#: published figures for the zoo report (docs/models.md, "ReMamber"). ReMamber publishes no
 #: parameters, FLOPs or FPS; the parts' reference counts are VMamba-v2-B's release (89M with its
 #: classifier) and HF CLIP ViT-L/14's text model (123.06M). oIoU from the MaskRIS / SaFiRe
 #: tables [3rd]; ablation mIoU from paper notes [3rd].

@@ -1,6 +1,6 @@
 """Samba (Heliyon 2024, arXiv 2404.01705; zhuqinfeng1999/Samba): the Samba Mamba encoder with
 UperNet and an FCN auxiliary head (``configs/_base_/models/samba_upernet.py``;
-specs/models.md section 5).
+docs/models.md, "Samba").
 
     encoder   SambaEncoder (models/backbones/samba.py), stages 64/128/320/448 at base size
     head      UPerHead, channels 512, PPM (1, 2, 3, 6), dropout 0.1 (BN for SyncBN)
@@ -18,13 +18,14 @@ Sizes: ``base`` is the paper's configuration; ``micro`` and ``nano`` are CPU-sca
 ours (see ``SAMBA_SIZES``) with a narrower head (UPerHead 64 / 32 channels, FCN 32 / 16).
 
 Measured at base size, 7 classes (tests/models/test_samba.py):
-- parameters: encoder 22,650,720 + UPerHead 29,212,167 = 51,862,887 at inference (spec:
-  22.65M + 29.21M = 51.86M); the FCN auxiliary head adds 739,591 in training (spec 0.74M).
+- parameters: encoder 22,650,720 + UPerHead 29,212,167 = 51,862,887 at inference (computed
+  from upstream: 22.65M + 29.21M = 51.86M); the FCN auxiliary head adds 739,591 in training
+  (upstream 0.74M).
 - FLOPs, fvcore MACs at 1x3x512x512 in eval: "published" convention (scan skipped) 236.56G =
-  encoder 27.00G + head 209.55G (spec: 27.0G + ~209G, ~236G; +0.24%, the spec's head figure
-  being a rounded estimate of the convolutions; ours also counts BN/LN, the PPM and the
+  encoder 27.00G + head 209.55G (docs/models.md: 27.0G + ~209G, ~236G; +0.24%, that head
+  figure being a rounded estimate of the convolutions; ours also counts BN/LN, the PPM and the
   bilinear resizes as fvcore does); "full" convention (9BLDN + 2BDL per scan) 245.29G, the
-  encoder 35.74G (spec 35.7G).
+  encoder 35.74G (upstream's 35.7G).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sigma (WACV 2025, arXiv 2404.04256; zifuwan/Sigma; specs/models.md section 1).
+"""Sigma (WACV 2025, arXiv 2404.04256; zifuwan/Sigma; docs/models.md, "Sigma").
 
     encoder   one VMamba-v0 encoder (models/backbones/vmamba.py) applied to RGB and to X
               (siamese: one set of weights, outnorms included); X with one channel is tiled to
@@ -27,7 +27,7 @@ Measured (tests/models/test_sigma.py, bench/zoo_report.py; reports/model_zoo/REA
 with 9 classes: parameters 48,287,360 / 69,811,328 / 121,414,820, equal to the official state
 dicts (paper 48.29M / 69.81M / 121.42M); GMACs at two 3x480x640 inputs, scan not counted (Sigma's
 ``flops()``) 89.48 / 138.86 / 240.65 (paper 89.49 / 138.88 / 240.67), scan counted as
-9BLDN + BDL 118.35 / 186.98 / 304.81 (spec 118.4 / 187.0 / 304.8).
+9BLDN + BDL 118.35 / 186.98 / 304.81 (computed from upstream: 118.4 / 187.0 / 304.8).
 """
 from __future__ import annotations
 

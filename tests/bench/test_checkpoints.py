@@ -6,7 +6,6 @@ training, and the safe reader (weights_only first, safetensors, DDP prefixes, EM
 The checkpoints are random tensors under the upstream key schemas committed in
 tests/fixtures/state_dicts (facts about zifuwan/Sigma and MzeroMiko/VMamba's state dicts)."""
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ import models
 from bench.cli import main
 from bench.store import CellStore
 from models.pretrained import CheckpointError, load_pretrained, read_state_dict
-from tests.bench.conftest import TOY_PLUGIN
-from tests.data.native_fixtures import make_mfnet
+from tests.helpers.native_data import make_mfnet
+from tests.helpers.suites import TOY_PLUGIN
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "fixtures" / "state_dicts" / \
     "official_state_dicts.json"

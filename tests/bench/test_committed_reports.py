@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.markdown_tables import source_tables, table_problems
+from tests.helpers.markdown_tables import source_tables, table_problems
 
 REPORTS = sorted((Path(__file__).resolve().parents[2] / "reports").glob("*/README.md"))
 

@@ -92,7 +92,12 @@ def test_torchrun_cell_killed_mid_training_resumes_exactly(write_suite, tmp_path
     """SIGKILL of torchrun and both ranks after a checkpoint; the rerun resumes the cell and
     stores the uninterrupted torchrun run's losses, validations and metrics, bit for bit.
     SynRGBX draws random augmentation for every item, on whichever rank takes it."""
-    from tests.bench.test_resume_exact import ENV, _resumed, _stored, kill_when_mid_cell
+    from tests.helpers.resume import (
+        SUBPROCESS_ENV,
+        kill_when_mid_cell,
+        resumed_from,
+        stored_results,
+    )
 
     text = SUITE.replace("[{name: toy_rgbx}]", "[{name: synrgbx, size: 32, counts: [48, 16, 16]}]"
                          ).replace("plugins: [TOY_PLUGIN]\n", "").replace("iterations: 12",
@@ -106,11 +111,12 @@ def test_torchrun_cell_killed_mid_training_resumes_exactly(write_suite, tmp_path
                 "--no-progress", "--no-report"]
 
     reference, runs = tmp_path / "reference", tmp_path / "killed"
-    done = subprocess.run(torchrun(reference), env=ENV, capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run(torchrun(reference), env=SUBPROCESS_ENV, capture_output=True,
+                          text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     kill_when_mid_cell(torchrun(runs), runs, "toy_ddp", after=0)
-    done = subprocess.run(torchrun(runs), env=ENV, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(torchrun(runs), env=SUBPROCESS_ENV, capture_output=True, text=True,
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert any(0 < r < 16 for r in _resumed(runs, "toy_ddp")), _resumed(runs, "toy_ddp")
-    assert _stored(runs, "toy_ddp") == _stored(reference, "toy_ddp")
+    assert any(0 < r < 16 for r in resumed_from(runs, "toy_ddp")), resumed_from(runs, "toy_ddp")
+    assert stored_results(runs, "toy_ddp") == stored_results(reference, "toy_ddp")

@@ -1,9 +1,9 @@
 """Workers on "several machines" share one suite through a real PostgreSQL server on loopback
 (Debian's postgresql: initdb + pg_ctl into a temporary folder). Three worker processes run each
 cell exactly once, leaving no FAIL trial, and the report, read back from the server, lists them
-all; a worker killed with SIGKILL mid-cell stops its heartbeat and the other worker retries the cell from its
-checkpoint. Each worker names its own host (SSMBENCH_WORKER_HOST), so only Optuna's heartbeat,
-not the same-host process check, can notice the dead one."""
+all; a worker killed with SIGKILL mid-cell stops its heartbeat and the other worker retries the
+cell from its checkpoint. Each worker names its own host (SSMBENCH_WORKER_HOST), so only
+Optuna's heartbeat, not the same-host process check, can notice the dead one."""
 import glob
 import os
 import pwd
@@ -17,11 +17,17 @@ import pytest
 
 from bench.cli import main
 from bench.store import CellStore
-from tests.bench.test_workers import (LONG_SUITE, SUITE, check_each_cell_once,
-                                      check_killed_cell_finished, check_no_failed_trials,
-                                      finish,
-                                      kill_one_and_finish_the_other, start_worker,
-                                      trials_by_label)
+from tests.helpers.workers import (
+    LONG_SUITE,
+    SUITE,
+    check_each_cell_once,
+    check_killed_cell_finished,
+    check_no_failed_trials,
+    finish,
+    kill_one_and_finish_the_other,
+    start_worker,
+    trials_by_label,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -63,8 +69,11 @@ def postgres_url():
     if owner is not None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     port = _free_port()
-    run = lambda *cmd: subprocess.run(as_user + list(cmd), check=True, capture_output=True,
-                                      text=True, timeout=120)
+
+    def run(*cmd):
+        return subprocess.run(as_user + list(cmd), check=True, capture_output=True, text=True,
+                              timeout=120)
+
     try:
         run(f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         run(f"{bindir}/pg_ctl", "-D", str(data), "-l", str(base / "server.log"), "-w", "-t",

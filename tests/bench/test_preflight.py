@@ -192,16 +192,15 @@ def test_set_addresses_a_list_item(tmp_path, capsys):
 
 
 def test_relative_root_means_the_suite_folder(tmp_path, monkeypatch):
-    from bench.suite import load_suite
 
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "data").mkdir()
     path = tmp_path / "suites" / "s.yaml"
     path.write_text(SUITE.replace("- name: synrgbx\n      size: 32\n      counts: [4, 2, 2]",
                                   "- name: toy\n      root: data"))
+    from bench.suite import Suite, SuiteSpec
     from bench.suite_checks import resolve_roots
     from bench.suite_yaml import load_with_bases
-    from bench.suite import Suite, SuiteSpec
 
     data, origins = load_with_bases(path)
     suite = Suite(SuiteSpec.model_validate(data), path, origins)
@@ -239,7 +238,8 @@ def test_runtime_only_fault_is_refused_within_seconds_and_no_cell_dir(tmp_path, 
     # a search over the same cells is refused the same way before its first trial
     search = text + ("search: {space: {train.lr: {type: float, low: 0.001, high: 0.1}}, "
                      "objectives: [{metric: val_mIoU}], n_trials: 2}\n")
-    path = _write(tmp_path, search.replace("  batch_size: 2\n", "  batch_size: 2\n  val_every: 1\n"),
+    path = _write(tmp_path,
+                  search.replace("  batch_size: 2\n", "  batch_size: 2\n  val_every: 1\n"),
                   "rt_search")
     assert main(["search", str(path), "--runs-dir", str(runs), "--reports-dir",
                  str(tmp_path / "reports"), "--no-progress"]) == 2

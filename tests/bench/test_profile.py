@@ -9,8 +9,15 @@ import torch.nn as nn
 
 import kernels
 import models
-from bench.profile import (ProfileError, ProfileSpec, count_flops, flop_analysis,
-                           flop_counter_cross_check, measure_latency, profile_model)
+from bench.profile import (
+    ProfileError,
+    ProfileSpec,
+    count_flops,
+    flop_analysis,
+    flop_counter_cross_check,
+    measure_latency,
+    profile_model,
+)
 from bench.profile_breakdown import categorise
 from bench.profile_latency import peak_memory, throughput_sweep
 

@@ -5,7 +5,7 @@ import time
 
 from bench.cli import main
 from bench.store import CellStore
-from tests.bench.conftest import TOY_SUITE
+from tests.helpers.suites import TOY_SUITE
 
 TEN_CELLS = """\
 name: toy10

@@ -1,19 +1,56 @@
 """The latency protocol: time-based warm-up, windows spread over time, the quietest window
-summarised, the Timer cross-check, and two back-to-back profiles of one model agreeing."""
+summarised, the Timer cross-check, and two back-to-back profiles of one model agreeing.
+
+The warm-up and window logic runs against a fake clock (``clock``): a scripted call advances it
+by exactly its duration, so the expected counts are exact and independent of the machine's load.
+Only the tests that compare two real clocks, or time a real model, sleep or compute for real."""
 import time
 
 import pytest
 import torch
 
 import models
+from bench import profile_latency
 from bench.profile import ProfileSpec, profile_model
 from bench.profile_latency import TimerCrossCheck, summarise_windows, time_windows
 
 CPU = torch.device("cpu")
 
 
+class FakeClock:
+    """Stands in for the ``time`` module inside bench.profile_latency (which reads only
+    ``time.perf_counter``): time passes only when a scripted call advances it."""
+
+    def __init__(self):
+        self.now_s = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now_s
+
+    def advance_ms(self, ms: float) -> None:
+        self.now_s += ms / 1e3
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(profile_latency, "time", fake)
+    return fake
+
+
 class CountingCall:
-    """A call that sleeps ``ms`` and counts how often it ran."""
+    """A call that takes ``ms`` on the fake clock and counts how often it ran."""
+
+    def __init__(self, ms: float, clock: FakeClock):
+        self.ms, self.clock, self.calls = ms, clock, 0
+
+    def __call__(self):
+        self.calls += 1
+        self.clock.advance_ms(self.ms)
+
+
+class SleepingCall:
+    """A call that really sleeps ``ms`` (for the tests that compare two real clocks)."""
 
     def __init__(self, ms: float):
         self.ms, self.calls = ms, 0
@@ -37,63 +74,68 @@ def test_quietest_window_is_summarised_and_drift_reported():
     assert single["step_windows"] == 1 and "reduced" in single["step_ms_note"]
 
 
-def test_warm_up_lasts_at_least_its_time_and_count():
-    call = CountingCall(1.0)
-    windows = time_windows(call, warmup=2, samples=3, device=CPU, warmup_s=0.03)
-    assert len(windows) == 1 and len(windows[0]) == 3
-    # 30 ms of 1 ms sleeps (each a little longer): more than the 2 calls asked for
-    assert 2 < call.calls - 3 <= 31
-    none = CountingCall(1.0)
+def test_warm_up_lasts_at_least_its_time_and_count(clock):
+    call = CountingCall(1.0, clock)
+    windows = time_windows(call, warmup=2, samples=3, device=CPU, warmup_s=0.0305)
+    assert len(windows) == 1 and windows[0] == pytest.approx([1.0, 1.0, 1.0])
+    # 30.5 ms of warm-up at 1 ms a call: 31 calls, more than the 2 asked for, then 3 timed
+    assert call.calls == 31 + 3
+    none = CountingCall(1.0, clock)
     time_windows(none, warmup=0, samples=3, device=CPU, warmup_s=10.0)
     assert none.calls == 3                           # warmup 0 means no warm-up at all
+    by_count = CountingCall(1.0, clock)
+    time_windows(by_count, warmup=5, samples=3, device=CPU, warmup_s=0.001)
+    assert by_count.calls == 5 + 3                   # the count outlasts a short time
 
 
-def test_windows_repeat_until_min_time_or_max_windows():
-    call = CountingCall(1.0)
-    windows = time_windows(call, 0, 5, CPU, min_time_s=0.02, max_windows=50)
-    # each window times >= 5 ms, so 20 ms are reached after at most 4 windows
-    assert 1 < len(windows) <= 4 and all(len(w) == 5 for w in windows)
-    assert all(t >= 1.0 for w in windows for t in w)
-    capped = time_windows(CountingCall(1.0), 0, 2, CPU, min_time_s=60.0, max_windows=3)
+def test_windows_repeat_until_min_time_or_max_windows(clock):
+    windows = time_windows(CountingCall(1.0, clock), 0, 5, CPU, min_time_s=0.018,
+                           max_windows=50)
+    # each window times 5 ms: 15 ms after three windows, 20 ms >= 18 ms after the fourth
+    assert len(windows) == 4 and all(w == pytest.approx([1.0] * 5) for w in windows)
+    capped = time_windows(CountingCall(1.0, clock), 0, 2, CPU, min_time_s=60.0, max_windows=3)
     assert len(capped) == 3
 
 
 class ScriptedCall:
-    """A call that sleeps the given milliseconds in turn (the last one repeats)."""
+    """A call that takes the given milliseconds on the fake clock in turn (the last repeats)."""
 
-    def __init__(self, durations_ms):
-        self.durations, self.calls = list(durations_ms), 0
+    def __init__(self, durations_ms, clock: FakeClock):
+        self.durations, self.clock, self.calls = list(durations_ms), clock, 0
 
     def __call__(self):
-        time.sleep(self.durations[min(self.calls, len(self.durations) - 1)] / 1e3)
+        self.clock.advance_ms(self.durations[min(self.calls, len(self.durations) - 1)])
         self.calls += 1
 
 
 BUSY_THEN_QUIET = ([1.0] + [4.0] * 4) * 3 + [1.0]   # three busy windows of 5, then quiet
 
 
-def test_timing_goes_on_until_a_quiet_window():
-    windows = time_windows(ScriptedCall(BUSY_THEN_QUIET), 0, 5, CPU, min_time_s=0.005,
+def test_timing_goes_on_until_a_quiet_window(clock):
+    windows = time_windows(ScriptedCall(BUSY_THEN_QUIET, clock), 0, 5, CPU, min_time_s=0.005,
                            max_windows=99, max_time_s=5.0, quiet_ratio=1.5)
     # each busy window's median (4 ms) is far from its fastest call (1 ms): not quiet
-    assert len(windows) == 4
+    assert len(windows) == 4 and windows[3] == pytest.approx([1.0] * 5)
     out = summarise_windows(windows, quiet_ratio=1.5)
-    assert out["latency_quiet"] is True and out["latency_ms_median"] < 2.0
-    assert out["latency_ms_median_all"] > 3.0 and out["latency_drift"] > 1.0
-    assert out["latency_contention"] < 0.5
+    assert out["latency_quiet"] is True and out["latency_ms_median"] == pytest.approx(1.0)
+    # every call: 8 of 1 ms (one per busy window, five in the quiet one), 12 of 4 ms -> median 4
+    assert out["latency_ms_median_all"] == pytest.approx(4.0) and out["latency_drift"] > 1.0
+    assert out["latency_contention"] == pytest.approx(0.0)          # quietest median / fastest - 1
 
 
-def test_a_busy_run_is_flagged_when_time_runs_out():
-    windows = time_windows(ScriptedCall(BUSY_THEN_QUIET), 0, 5, CPU, min_time_s=0.005,
+def test_a_busy_run_is_flagged_when_time_runs_out(clock):
+    windows = time_windows(ScriptedCall(BUSY_THEN_QUIET, clock), 0, 5, CPU, min_time_s=0.005,
                            max_windows=99, max_time_s=0.03, quiet_ratio=1.5)
     assert len(windows) == 2                     # 2 x (4 x 4 ms + 1 ms) > 30 ms
     out = summarise_windows(windows, quiet_ratio=1.5)
-    assert out["latency_quiet"] is False and out["latency_contention"] > 2.0
-    assert out["latency_ms_fastest"] >= 1.0 and out["latency_ms_median"] >= 4.0
+    assert out["latency_quiet"] is False and out["latency_contention"] == pytest.approx(3.0)
+    assert out["latency_ms_fastest"] == pytest.approx(1.0)
+    assert out["latency_ms_median"] == pytest.approx(4.0)
 
 
 def test_timer_windows_interleave_with_ours_and_agree_on_a_sleep():
-    call = CountingCall(2.0)
+    """Real sleeps on purpose: Timer has its own clock, and the test is that both clocks agree."""
+    call = SleepingCall(2.0)
     check = TimerCrossCheck(call, 10)
     windows = time_windows(call, 1, 10, CPU, min_time_s=0.05, max_windows=5,
                            between_windows=check)

@@ -143,10 +143,9 @@ def test_a_cell_predicting_one_class_is_flagged_at_chance_level():
 
 
 def test_generated_tables_render_with_pipes_in_class_names():
-    from tests.bench.markdown_tables import table_problems
-
     from bench.markdown import markdown_table
     from bench.report import per_class_table
+    from tests.helpers.markdown_tables import table_problems
 
     done = DONE.rename(columns={"clean/IoU/b": "clean/IoU/yellow_low|cyan_high"})
     text = markdown_table(per_class_table(done))

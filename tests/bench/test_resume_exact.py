@@ -5,8 +5,6 @@ resumes mid-training from its checkpoint) and for a search trial. SynRGBX draws 
 misregistration and modality dropout for every training item, and validations run between
 checkpoints: both used to shift the RNG streams of a resumed cell."""
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,8 +14,8 @@ import pytest
 
 import bench.train as train_module
 from bench.cli import main
-from bench.store import CellStore
 from bench.suite import load_suite
+from tests.helpers.resume import SUBPROCESS_ENV, kill_when_mid_cell, resumed_from, stored_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,81 +49,9 @@ search:
   n_trials: 1
 """
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-       "SSMBENCH_HEARTBEAT_S": "1", "SSMBENCH_GRACE_S": "4"}
-
-
 def _args(path: Path, runs: Path, *extra) -> list[str]:
     return [str(path), "--runs-dir", str(runs), "--reports-dir", str(runs.parent / "reports"),
             "--no-progress", *extra]
-
-
-def _store(runs: Path, name: str) -> CellStore | None:
-    return CellStore(name, None, runs) if (runs / name / "study.journal").exists() else None
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc): torchrun starts its ranks in sessions of their
-    own, out of reach of a process-group kill."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        out.append(todo.pop())
-        todo += children.get(out[-1], [])
-    return out
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    for pid in process_tree(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
-def kill_when_mid_cell(cmd: list[str], runs: Path, name: str, after: float,
-                       timeout: float = 240) -> None:
-    """Start ``cmd`` and SIGKILL it and every process it started once a running cell has
-    written a checkpoint later than ``after`` (a time stamp), i.e. mid-training."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            store = _store(runs, name)
-            for t in store.running() if store else []:
-                ckpt = runs / name / "cells" / t.user_attrs.get("cell_id", "-") / "checkpoint.pt"
-                if ckpt.is_file() and ckpt.stat().st_mtime > after:
-                    kill_tree(proc)
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"{cmd[1:3]} finished (rc {proc.poll()}) before it could be killed")
-    finally:
-        if proc.poll() is None:
-            kill_tree(proc)
-
-
-def _stored(runs: Path, name: str) -> dict[str, dict]:
-    """label -> what the store keeps of its COMPLETE trial that a rerun must reproduce."""
-    out = {}
-    for t in CellStore(name, None, runs).latest_results():
-        assert t.state.name == "COMPLETE", (t.user_attrs["label"], t.user_attrs.get("error"))
-        out[t.user_attrs["label"]] = {"metrics": t.user_attrs.get("metrics"),
-                                      "history": t.user_attrs["history"], "values": t.values,
-                                      "intermediate": t.intermediate_values}
-    return out
-
-
-def _resumed(runs: Path, name: str) -> list[int]:
-    return [t.user_attrs["resumed_from"] for t in CellStore(name, None, runs).trials()
-            if t.state.name == "COMPLETE"]
 
 
 def test_suite_killed_twice_ends_exactly_as_an_uninterrupted_run(write_suite, tmp_path):
@@ -136,10 +62,10 @@ def test_suite_killed_twice_ends_exactly_as_an_uninterrupted_run(write_suite, tm
     cmd = [sys.executable, str(REPO / "run_bench.py"), *_args(path, runs, "--workers", "2")]
     kill_when_mid_cell(cmd, runs, "exact", after=0)
     kill_when_mid_cell(cmd, runs, "exact", after=time.time())
-    done = subprocess.run(cmd[:-2], env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd[:-2], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert any(0 < r < 20 for r in _resumed(runs, "exact")), "no cell resumed mid-training"
-    expected, got = _stored(reference, "exact"), _stored(runs, "exact")
+    assert any(0 < r < 20 for r in resumed_from(runs, "exact")), "no cell resumed mid-training"
+    expected, got = stored_results(reference, "exact"), stored_results(runs, "exact")
     assert len(expected) == 3 and got.keys() == expected.keys()
     for label in expected:
         assert got[label] == expected[label], label
@@ -152,10 +78,10 @@ def test_search_trial_killed_mid_training_ends_as_an_uninterrupted_one(write_sui
     runs = tmp_path / "killed" / "runs"
     cmd = [sys.executable, str(REPO / "run_bench.py"), "search", *_args(path, runs)]
     kill_when_mid_cell(cmd, runs, "exact_search", after=0)
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert any(0 < r < 30 for r in _resumed(runs, "exact_search"))
-    expected, got = _stored(reference, "exact_search"), _stored(runs, "exact_search")
+    assert any(0 < r < 30 for r in resumed_from(runs, "exact_search"))
+    expected, got = stored_results(reference, "exact_search"), stored_results(runs, "exact_search")
     assert len(expected) == 1 and got == expected
     assert len(next(iter(got.values()))["history"]["val_mIoU"]) == 3
 

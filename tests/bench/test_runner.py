@@ -1,5 +1,6 @@
 """Runner and store: finished cells are skipped, failures are recorded and the suite goes on,
-a changed setting re-runs only the cells it changes, a cell is deterministic, and a killed run resumes exactly."""
+a changed setting re-runs only the cells it changes, a cell is deterministic, and a killed run
+resumes exactly."""
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import bench.train as train_module
 from bench.cli import main
 from bench.store import CellStore
 from bench.suite import load_suite
-from tests.bench.conftest import TOY_SUITE
+from tests.helpers.suites import TOY_SUITE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,7 +186,7 @@ def test_two_workers_drain_one_suite(write_suite, tmp_path):
 
 def test_run_refuses_broken_real_data_before_training(tmp_path, capsys):
     """A real dataset with a missing modality file stops the run before any cell trains."""
-    from tests.data.native_fixtures import make_mfnet
+    from tests.helpers.native_data import make_mfnet
 
     root = tmp_path / "MFNet"
     make_mfnet(root, layout="sigma", full_size=None)
@@ -209,7 +210,7 @@ train: {{iterations: 2, batch_size: 1}}
 
 def test_suite_runs_on_a_real_dataset_layout(tmp_path):
     """A suite names a real dataset with root: and runs end to end (tiny MFNet fixture)."""
-    from tests.data.native_fixtures import make_mfnet
+    from tests.helpers.native_data import make_mfnet
 
     root = tmp_path / "MFNet"
     make_mfnet(root, layout="sigma", full_size=None)

@@ -76,7 +76,7 @@ def test_median_pruned_search_beats_the_default_lr(write_suite, tmp_path, capsys
     assert "optuna-dashboard" in report
     # a 7-trial study's importances come with their caveat; every table renders
     assert re.search(r"⚠ Small sample: \d complete trial\(s\) of 7", report)
-    from tests.bench.markdown_tables import table_problems
+    from tests.helpers.markdown_tables import table_problems
     assert table_problems(report) == []
     frame = pd.read_csv(out / "trials.csv")
     assert sorted(frame["state"].unique()) == ["COMPLETE", "PRUNED"]

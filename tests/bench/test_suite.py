@@ -7,7 +7,7 @@ import pytest
 
 from bench.cli import main
 from bench.suite import load_suite
-from tests.bench.conftest import TOY_SUITE
+from tests.helpers.suites import TOY_SUITE
 
 BASE = """\
 plugins: [TOY_PLUGIN]
@@ -23,7 +23,8 @@ train:
 
 MALFORMED = [
     # (name, suite text, expected message fragments, expected line)
-    ("unknown key", BASE + "trian:\n  lr: 0.1\n", ["unknown key 'trian'", "did you mean 'train'"], 10),
+    ("unknown key", BASE + "trian:\n  lr: 0.1\n",
+     ["unknown key 'trian'", "did you mean 'train'"], 10),
     ("wrong type", BASE.replace("iterations: 10", "iterations: many"),
      ["train.iterations", "valid integer"], 9),
     ("unknown model", BASE.replace("[dualcnn]", "[dualcn]"),

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bench.cli import main
 from bench.store import CellStore
 from bench.tracking import ENV_SWITCH, Tracker
-from tests.bench.conftest import TOY_SUITE
+from tests.helpers.suites import TOY_SUITE
 
 ONE_CELL = (TOY_SUITE.replace("fusions: [rgb_only, add]", "fusions: [add]")
             .replace("checkpoint_every: 4}", "checkpoint_every: 4, val_every: 6, log_every: 4}")

@@ -8,7 +8,7 @@ from bench.data import build_dataset
 from bench.data.checks import DataCheckError, check_dataset, require_ok
 from bench.data.cli import main as data_cli
 from bench.data.io import DataError, write_png, write_tiff
-from native_fixtures import make_hunan_native, make_mfnet, make_refcoco, make_whu_tiles
+from tests.helpers.native_data import make_hunan_native, make_mfnet, make_refcoco, make_whu_tiles
 
 
 def mfnet_sigma(root):
@@ -109,7 +109,8 @@ def latin1_split_file(root):
     return "mfnet", "bad encoding", path, "not UTF-8 .*line 2.*iconv"
 
 
-CASES = [thermal_16bit, latin1_split_file, missing_modality, size_mismatch, label_out_of_range, truncated_png, empty_split,
+CASES = [thermal_16bit, latin1_split_file, missing_modality, size_mismatch, label_out_of_range,
+         truncated_png, empty_split,
          wrong_channel_count, colour_label, missing_split_file, duplicate_sample, missing_root,
          unknown_layout, whu_label_not_times_ten, hunan_unknown_code, refcoco_missing_annotation]
 

@@ -7,11 +7,19 @@ import pytest
 from bench.data import build_dataset
 from bench.data.cli import main as data_cli
 from bench.data.convert_isprs import (
-    ISPRS_COLOURS_RGB, colour_label_to_index, convert_potsdam, mmseg_crop_boxes,
+    ISPRS_COLOURS_RGB,
+    colour_label_to_index,
+    convert_potsdam,
+    mmseg_crop_boxes,
 )
 from bench.data.io import read_image, write_jpeg, write_png, write_tiff
-from native_fixtures import make_loveda, make_mfnet, make_pst900, make_whu_tiles
-from test_loaders_rgbx import assert_raw_equal
+from tests.helpers.native_data import (
+    assert_raw_equal,
+    make_loveda,
+    make_mfnet,
+    make_pst900,
+    make_whu_tiles,
+)
 
 
 def test_mfnet_native_to_sigma(tmp_path):
@@ -26,7 +34,8 @@ def test_mfnet_native_to_sigma(tmp_path):
 
 def test_pst900_native_to_sigma(tmp_path):
     expected = make_pst900(tmp_path / "raw" / "PST900_RGBT_Dataset", "native", full_size=False)
-    assert data_cli(["data", "convert", "pst900", str(tmp_path / "raw"), str(tmp_path / "out")]) == 0
+    args = ["data", "convert", "pst900", str(tmp_path / "raw"), str(tmp_path / "out")]
+    assert data_cli(args) == 0
     for split in ("train", "test"):
         dataset = build_dataset("pst900", root=tmp_path / "out", split=split)
         assert dataset.layout == "sigma"

@@ -5,12 +5,19 @@ import torch
 
 from bench.data import build_dataset
 from bench.data.corruptions import (
-    UnknownCorruptionError, apply_corruption, parse_corruption, shift_with_zero_fill,
+    UnknownCorruptionError,
+    apply_corruption,
+    parse_corruption,
+    shift_with_zero_fill,
 )
 from bench.data.transforms import (
-    AugmentConfigError, augment_sample, keep_ratio_size, parse_augment, photometric_distortion,
+    AugmentConfigError,
+    augment_sample,
+    keep_ratio_size,
+    parse_augment,
+    photometric_distortion,
 )
-from native_fixtures import make_mfnet
+from tests.helpers.native_data import make_mfnet
 
 
 def sample(height=6, width=7):
@@ -22,7 +29,8 @@ def sample(height=6, width=7):
 
 def test_parse_and_unknown_names():
     assert parse_corruption(None).is_clean and parse_corruption("clean").is_clean
-    assert parse_corruption("misreg:4").param == 4.0 and parse_corruption("misreg:4").name == "misreg:4"
+    misreg = parse_corruption("misreg:4")
+    assert misreg.param == 4.0 and misreg.name == "misreg:4"
     with pytest.raises(UnknownCorruptionError, match=r"unknown corruption 'fog'.*x_missing"):
         parse_corruption("fog")
     with pytest.raises(UnknownCorruptionError, match="misreg:S"):

@@ -92,7 +92,7 @@ def test_example_suite_validates_against_the_full_schema(stem, tmp_path, monkeyp
 
 
 def _trees():
-    import tests.data.native_fixtures as fx
+    import tests.helpers.native_data as fx
 
     return {
         "mfnet": lambda root: fx.make_mfnet(root, layout="sigma", full_size=None),
@@ -114,7 +114,7 @@ def _trees():
 @pytest.mark.parametrize("stem", [s for s in REAL_SUITES if s != "refcoco"])
 def test_example_suite_passes_the_preflight_on_a_tree_of_its_dataset(stem, tmp_path):
     """Each suite's models are built for its dataset's modalities and its splits are read, on a
-    small tree in the dataset's layout (tests/data/native_fixtures.py). LoveDA is RGB only: its
+    small tree in the dataset's layout (tests/helpers/native_data.py). LoveDA is RGB only: its
     Samba model is built from one modality (this used to fail every cell at model build)."""
     from bench.preflight import preflight
     from bench.suite import load_suite as load_bench_suite

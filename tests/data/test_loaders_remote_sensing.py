@@ -7,11 +7,16 @@ from bench.data import build_dataset
 from bench.data.hunan import remap_land_cover
 from bench.data.io import DataError
 from bench.data.whu_opt_sar import parse_division_file
-from native_fixtures import (
-    WHU_TILES, make_hunan_mmseg, make_hunan_native, make_isprs_mmseg, make_loveda,
-    make_whu_mmseg, make_whu_tiles,
+from tests.helpers.native_data import (
+    WHU_TILES,
+    assert_raw_equal,
+    make_hunan_mmseg,
+    make_hunan_native,
+    make_isprs_mmseg,
+    make_loveda,
+    make_whu_mmseg,
+    make_whu_tiles,
 )
-from test_loaders_rgbx import assert_raw_equal
 
 
 def test_whu_tiles_are_cut_into_256_crops_and_labels_divided_by_ten(tmp_path):

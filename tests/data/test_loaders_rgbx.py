@@ -6,22 +6,17 @@ import torch
 from bench.data import build_dataset
 from bench.data.io import DataError
 from bench.data.pst900 import fill_holes
-from native_fixtures import MFNET_SPLITS, PST_SPLITS, make_indoor, make_mfnet, make_pst900
+from tests.helpers.native_data import (
+    MFNET_SPLITS,
+    PST_SPLITS,
+    assert_raw_equal,
+    make_indoor,
+    make_mfnet,
+    make_pst900,
+)
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-
-
-def assert_raw_equal(dataset, expected):
-    """load_raw of every entry equals the fixture's expected arrays exactly."""
-    assert len(dataset) > 0
-    for entry in dataset.entries:
-        sample = dataset.load_raw(entry)
-        truth = expected[entry.name]
-        for key in ("rgb", "x", "label"):
-            if key in truth and key in sample:
-                np.testing.assert_array_equal(sample[key], truth[key], err_msg=f"{entry.name} {key}")
-        assert sample["label"].dtype == np.int64
 
 
 def assert_item_normalised(item, truth, rgb_stats, x_stats):

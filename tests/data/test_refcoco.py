@@ -6,7 +6,7 @@ import torch
 from bench.data import build_dataset
 from bench.data.io import DataError
 from bench.data.refcoco import decode_rle_counts, rasterise_segmentation
-from native_fixtures import make_refcoco
+from tests.helpers.native_data import make_refcoco
 
 
 def _encode_rle_string(counts):

@@ -1,4 +1,4 @@
-"""SynRGBX (datasets.md §4): determinism, class layout and the XOR rule, the no-leak property,
+"""SynRGBX (docs/datasets.md): determinism, class layout and the XOR rule, the no-leak property,
 robustness sets, train-time robustness, and the exported Sigma/CMX layout."""
 import dataclasses
 import json
@@ -13,8 +13,17 @@ from bench.data.io import DataError
 from bench.data.rgbx_folder import SIGMA_NORM
 from bench.data.synrgbx import export_synrgbx, render_split
 from bench.data.synrgbx_render import (
-    CLASSES, FAMILIES, FLAVOURS, class_of, render_label, render_rgb, render_scene, render_x,
-    sample_scene, scene_streams, top_item,
+    CLASSES,
+    FAMILIES,
+    FLAVOURS,
+    class_of,
+    render_label,
+    render_rgb,
+    render_scene,
+    render_x,
+    sample_scene,
+    scene_streams,
+    top_item,
 )
 
 COUNTS = [6, 3, 5]

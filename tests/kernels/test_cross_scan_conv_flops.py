@@ -9,7 +9,7 @@ from kernels import flops
 
 
 def test_cross_scan_orders_on_3x4():
-    """The 3x4 example of the spec: k1 = column-major, k3 its reversal."""
+    """VMamba's CrossScan on a 3x4 map, worked by hand: k1 = column-major, k3 its reversal."""
     x = torch.arange(12.0).view(1, 1, 3, 4)
     y = kernels.cross_scan(x, "cross4")[0, :, 0].long().tolist()
     assert y[0] == list(range(12))
@@ -70,7 +70,8 @@ def test_causal_conv1d_backward_under_bf16_autocast_matches_the_reference():
 
 
 def test_scan_flop_formula_matches_vmamba_numbers():
-    # spec section 4: 1x96x1024x16 -> 1.425e7, 1x768x4096x16 -> 4.561e8 (with D, no z)
+    # VMamba classification/models/csms6s.py flops_selective_scan_fn, with D and no z:
+    # 1x96x1024x16 -> 1.425e7, 1x768x4096x16 -> 4.561e8
     assert flops.selective_scan_flops(1, 1024, 96, 16) == 9 * 1024 * 96 * 16 + 1024 * 96
     assert round(flops.selective_scan_flops(1, 1024, 96, 16) / 1e7, 3) == 1.425
     assert round(flops.selective_scan_flops(1, 4096, 768, 16) / 1e8, 3) == 4.561

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import kernels
-from tests.kernels.conftest import max_scaled_error
+from tests.helpers.scan import max_scaled_error
 
 GOLDEN = torch.load(Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "golden.pt",
                     weights_only=True)

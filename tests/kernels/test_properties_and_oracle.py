@@ -1,6 +1,6 @@
 """Hypothesis property tests over the shape space, and ``ref`` against mamba_ssm's own
 ``selective_scan_ref`` where mamba_ssm is installed (a CPU-only install works once its two
-compiled modules have stand-ins; see shared/specs/kernels.md section 1)."""
+compiled modules have stand-ins; see docs/kernels.md)."""
 import sys
 import types
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels.conftest import max_scaled_error, run_scan, scan_inputs
+from tests.helpers.scan import max_scaled_error, run_scan, scan_inputs
 
 shapes = st.tuples(
     st.integers(1, 2),                        # batch

@@ -6,7 +6,7 @@ import torch
 
 import kernels
 from kernels.backends import torch_chunked
-from tests.kernels.conftest import max_scaled_error, run_scan, scan_inputs
+from tests.helpers.scan import max_scaled_error, run_scan, scan_inputs
 
 # (batch, dim, length, dstate, groups): odd lengths, L=1, grouped B/C, channel counts that
 # leave partial SIMD blocks (the cpu kernel runs 16 channels per block)
@@ -156,7 +156,7 @@ def test_cpu_build_failure_falls_back_to_torch(monkeypatch, caplog):
 
 def test_one_autograd_node_whatever_the_backend(cpu_kernel):
     inputs = scan_inputs(1, 4, 8, 2, None)
-    u = inputs["u"].requires_grad_(True)
+    inputs["u"].requires_grad_(True)
     for backend in ("ref", "torch", "cpu"):
         out = kernels.selective_scan(**inputs, delta_softplus=True, backend=backend)
         assert type(out.grad_fn).__name__ == "SelectiveScanFnBackward"

@@ -9,15 +9,12 @@ import torch.nn.functional as F
 
 import kernels
 import models
+from models import count_params
 from models.backbones.vmamba import VMAMBA_CONFIGS
 from models.fusion.dcf import DCFMixer, PairedBlock, drop_path_rates
 from models.fusion.ds_s4 import DSS4Mixer
 
 NAMES = ("dcf", "ds_s4", "dcf+ds_s4")
-
-
-def params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 # ----------------------------------------------------------------------------- reference
@@ -147,21 +144,23 @@ def block_params(c, z_gate, unused):
 
 
 def test_paper_size_parameters_match_the_spec():
-    """specs/models.md section 3: DCF 95.38M, DS-S4 139.87M at dims 128..1024 (2,2,2,2 and
-    2,2,4,2 blocks), with upstream's unused second output projections; plus the stage norms."""
+    """DCF 95.38M and DS-S4 139.87M at dims 128..1024 (2,2,2,2 and 2,2,4,2 blocks), with
+    upstream's unused second output projections, plus the stage norms: figures computed from
+    upstream's classes (docs/models.md, "Mamba-Diffusion"). The exact integers are the values of
+    the hand formula ``block_params``, not of the code under test."""
     dims = [128, 256, 512, 1024]
     with torch.device("meta"):
         dcf = models.create_fusion("dcf", dims, upstream_unused=True)
         ds_s4 = models.create_fusion("ds_s4", dims, upstream_unused=True)
         lean = models.create_fusion("dcf", dims)
     norms = 2 * 2 * sum(dims)
-    dcf_blocks = params(dcf) - norms
-    ds_s4_blocks = params(ds_s4) - norms
+    dcf_blocks = count_params(dcf) - norms
+    ds_s4_blocks = count_params(ds_s4) - norms
     assert dcf_blocks == sum(2 * block_params(c, False, True) for c in dims) == 95_383_040
     assert ds_s4_blocks == sum(k * block_params(c, True, True)
                                for k, c in zip((2, 2, 4, 2), dims)) == 139_867_648
     assert abs(dcf_blocks / 95.38e6 - 1) < 1e-3 and abs(ds_s4_blocks / 139.87e6 - 1) < 1e-3
-    assert params(dcf) - params(lean) == sum(2 * 2 * 2 * c * c for c in dims)
+    assert count_params(dcf) - count_params(lean) == sum(2 * 2 * 2 * c * c for c in dims)
 
 
 def test_drop_path_rates_read_the_backbone_schedule():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import models
-from models.fusion.cross_attention import CrossAttentionFusion
 from models.fusion.baselines import AddFusion, ConcatConvFusion
+from models.fusion.cross_attention import CrossAttentionFusion
 
 BASELINES = ["rgb_only", "x_only", "early_concat", "late_logits", "add", "concat_conv",
              "cross_attention"]
@@ -69,7 +69,10 @@ def test_param_groups_modes():
     model = models.create_model("dualcnn", size="nano", fusion="cross_attention")
     all_groups = models.param_groups(model, 0.01, "all")
     upstream = models.param_groups(model, 0.01, "upstream")
-    count = lambda groups: sum(p.numel() for g in groups for p in g["params"])
+
+    def count(groups):
+        return sum(p.numel() for g in groups for p in g["params"])
+
     assert count(all_groups) == models.count_params(model)
     # nn.MultiheadAttention keeps in_proj_weight as a raw Parameter: upstream mode drops it
     raw = model.fusion.blocks[0].attn.in_proj_weight

@@ -6,8 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from models.losses import (
-    boundary_ce_loss, boundary_weight_map, combined_seg_loss, dice_loss, focal_loss,
-    lovasz_grad, lovasz_softmax, lovasz_softmax_flat,
+    boundary_ce_loss,
+    boundary_weight_map,
+    combined_seg_loss,
+    dice_loss,
+    focal_loss,
+    lovasz_grad,
+    lovasz_softmax,
+    lovasz_softmax_flat,
 )
 
 

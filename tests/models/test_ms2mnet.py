@@ -7,15 +7,13 @@ import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 
 import models
+from models import count_params
 from models.backbones.resnet import ResNetEncoder
 from models.encdec import FusionSegmenter
 from models.fusion.wase import MSSM, VFE, WASE
 from models.losses import boundary_ce_loss, cross_entropy, focal_loss, lovasz_softmax
 from models.zoo.ms2mnet import DSMGradientEnhancement, loss_weights_for_epoch
-
-
-def params(module):
-    return sum(p.numel() for p in module.parameters())
+from tests.helpers.models import separable_batch
 
 
 class TinyEncoder(nn.Module):
@@ -36,15 +34,6 @@ class TinyEncoder(nn.Module):
         return feats
 
 
-def structured_batch(batch=2, hw=32, num_classes=6):
-    g = torch.Generator().manual_seed(1)
-    coarse = torch.randint(0, num_classes, (batch, 1, 4, 4), generator=g).float()
-    target = F.interpolate(coarse, size=(hw, hw), mode="nearest")[:, 0].long()
-    colours = torch.randn(num_classes, 3, generator=g)
-    rgb = colours[target].permute(0, 3, 1, 2) + 0.1 * torch.randn(batch, 3, hw, hw, generator=g)
-    return {"rgb": rgb, "x": (target == 1).float().unsqueeze(1)}, target
-
-
 # ----------------------------------------------------------------------------- encoder
 
 
@@ -52,7 +41,7 @@ def test_resnet_matches_torchvision_resnet50():
     """Four layers + a 2048 -> 1000 fc hold torchvision resnet50's 25,557,032 parameters under
     its names; the encoder proper stops after layer3 (64/256/512/1024 at strides 2..16)."""
     full = ResNetEncoder(layers=(3, 4, 6, 3))
-    assert params(full) + 2048 * 1000 + 1000 == 25_557_032
+    assert count_params(full) + 2048 * 1000 + 1000 == 25_557_032
     keys = full.state_dict()
     for key in ("conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight",
                 "layer1.0.downsample.1.num_batches_tracked", "layer3.5.conv3.weight",
@@ -153,14 +142,19 @@ def ms2mnet_base():
     return models.create_model("ms2mnet", size="base")
 
 
+REGRESSION_PIN_TRAINING_PARAMS = 52_846_024
+REGRESSION_PIN_INFERENCE_PARAMS = 51_662_268
+
+
 def test_ms2mnet_base_builds_at_paper_configuration(ms2mnet_base):
-    """No published figure (upstream counts with thop, prints none). Documented in
-    models/zoo/ms2mnet.py: 52.85M in training, 51.66M without the two auxiliary heads."""
+    """No published figure (upstream counts with thop, prints none), so the counts are regression
+    pins: values this code produced at commit c5e703d (documented in models/zoo/ms2mnet.py:
+    52.85M in training, 51.66M without the two auxiliary heads)."""
     m = ms2mnet_base
     assert m.encoder_a.out_channels == [64, 256, 512, 1024] and m.encoder_b.in_chans == 1
-    assert params(m) == 52_846_024
-    aux = params(m.head.aux_head3) + params(m.head.aux_head2)
-    assert params(m) - aux == 51_662_268
+    assert count_params(m) == REGRESSION_PIN_TRAINING_PARAMS
+    aux = count_params(m.head.aux_head3) + count_params(m.head.aux_head2)
+    assert count_params(m) - aux == REGRESSION_PIN_INFERENCE_PARAMS
     assert [v.mixer.state_dim for v in m.fusion.vfe] == [16, 24, 28, 32]
     m.eval()
     with torch.no_grad():
@@ -207,7 +201,7 @@ def test_curriculum_weights_per_epoch():
 
 def test_staged_loss_combines_main_and_auxiliary_terms():
     model = models.create_model("ms2mnet", size="nano")          # Vaihingen weights
-    inputs, target = structured_batch()
+    inputs, target = separable_batch(2, 32, 6, seed=1)
     torch.manual_seed(0)
     out = model.forward_train(inputs, target, {"epoch": 61})
     main, aux = out["main"], (out["aux0"], out["aux1"])
@@ -236,7 +230,7 @@ def test_main_loss_terms_are_the_generic_losses():
 
 def test_ms2mnet_nano_loss_decreases_over_50_iterations():
     model = models.create_model("ms2mnet", size="nano")
-    inputs, target = structured_batch()
+    inputs, target = separable_batch(2, 32, 6, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(50):

@@ -18,7 +18,10 @@ from bench.train import run_cell
 from models import count_params
 from models.heads.remamber_heads import ReMamberConvHead, ReMamberMambaHead
 from models.text_encoder import (
-    TextEncoderError, TextFeatures, build_text_encoder, clip_l_text_params,
+    TextEncoderError,
+    TextFeatures,
+    build_text_encoder,
+    clip_l_text_params,
 )
 from models.zoo.remamber import PUBLISHED, referring_loss
 
@@ -100,6 +103,9 @@ def test_paper_configuration_parts_match_the_upstream_layers():
                                                rel=1e-3)
 
 
+REGRESSION_PIN_TOTAL_PARAMS = 254_578_177
+
+
 @pytest.mark.slow
 def test_paper_configuration_total():
     """Built at base size: the encoder plus VMamba's classifier (LN + Linear(1024 -> 1000))
@@ -110,7 +116,8 @@ def test_paper_configuration_total():
     assert encoder + 2 * 1024 + 1024 * 1000 + 1000 == pytest.approx(published, rel=0.01)
     expected = encoder + sum(twister_stage_params(c) for c in BASE) + conv_head_params() \
         + 123_060_480
-    assert count_params(model) == expected == 254_578_177
+    assert count_params(model) == expected
+    assert expected == REGRESSION_PIN_TOTAL_PARAMS  # regression pin: this code's total at c5e703d
 
 
 # ------------------------------------------------------------------------------ behaviour

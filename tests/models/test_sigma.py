@@ -19,6 +19,8 @@ from models.zoo.sigma import load_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "tests" / "fixtures" / "state_dicts" / "official_state_dicts.json"
+#: size -> (paper's parameters in M, exact count): the exact counts are the sums of the official
+#: checkpoints' tensor shapes (official_state_dicts.json), not this code's output
 PUBLISHED = {"tiny": (48.29, 48_287_360), "small": (69.81, 69_811_328),
              "base": (121.42, 121_414_820)}
 
@@ -231,7 +233,8 @@ def test_sigma_suites_use_the_upstream_recipe_and_sliding_window(stem):
 
 @pytest.mark.slow
 def test_sigma_tiny_flops(sigma_tiny):
-    """Two 3x480x640 inputs: 89.49G without the scan (Sigma's flops()), ~118.4G with it."""
+    """Two 3x480x640 inputs: 89.49G without the scan (Sigma's flops()), ~118.4G with it; both
+    computed from upstream's classes, the first matching Sigma's FLOPs plot (docs/models.md)."""
     from bench.profile_flops import flop_analysis
 
     inputs = {"rgb": torch.randn(1, 3, 480, 640), "x": torch.randn(1, 3, 480, 640)}

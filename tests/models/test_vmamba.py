@@ -11,8 +11,7 @@ import torch.nn.functional as F
 import kernels
 import models
 from kernels.selective_scan import scan_reference
-from models.backbones.vmamba import (SS2D, VMAMBA_CONFIGS, VMambaEncoder, VSSBlock,
-                                     vmamba_config)
+from models.backbones.vmamba import SS2D, VMAMBA_CONFIGS, VMambaEncoder, VSSBlock, vmamba_config
 from models.zoo.vmamba import VMambaClassifier, vmamba_cls_tiny
 
 SPEC = (Path(__file__).resolve().parents[1] / "fixtures" / "state_dicts"
@@ -188,7 +187,8 @@ def test_ref_scan_formula_by_hand():
 
 @pytest.mark.slow
 def test_vmamba_tiny_flops_three_conventions():
-    """4.46G (old ref scan formula) / 5.63G (fn formula) / 3.71G (no scan) at 224x224."""
+    """4.46G (old ref scan formula) / 5.63G (fn formula) / 3.71G (no scan) at 224x224: computed
+    from upstream's classes, matching VMamba's published figures (docs/models.md, "VMamba")."""
     from bench.zoo_report import ZOO, measure
 
     entry = next(e for e in ZOO if e.system == "VMamba-T")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.data.io import write_jpeg, write_png as _write_png, write_tiff
+from bench.data.io import write_jpeg, write_tiff
+from bench.data.io import write_png as _write_png
 
 
 def write_png(path, array):
@@ -128,7 +129,7 @@ def make_indoor(root: Path, dataset: str, layout: str = "dformer", full_size: bo
         folders = {"rgb": "RGB", "x": "Depth", "label": "labels"}
     splits = {"train": ["1", "2"], "test": ["3"]}
     expected = {}
-    for split, names in splits.items():
+    for names in splits.values():
         for name in names:
             shape = (480, 640) if (full_size and name == "1") else (9, 11)
             rgb = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
@@ -331,3 +332,16 @@ def make_refcoco(root: Path, dataset: str = "refcoco", split_by: str = "unc") ->
     return {"0_0": {"label": mask_train, "sentence": "left dog"},
             "0_1": {"label": mask_train, "sentence": "the brown dog"},
             "1_2": {"label": mask_val.reshape(16, 16).T, "sentence": "cat on left"}}
+
+
+def assert_raw_equal(dataset, expected):
+    """load_raw of every entry equals the fixture's expected arrays exactly."""
+    assert len(dataset) > 0
+    for entry in dataset.entries:
+        sample = dataset.load_raw(entry)
+        truth = expected[entry.name]
+        for key in ("rgb", "x", "label"):
+            if key in truth and key in sample:
+                np.testing.assert_array_equal(sample[key], truth[key],
+                                              err_msg=f"{entry.name} {key}")
+        assert sample["label"].dtype == np.int64

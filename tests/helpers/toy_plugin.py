@@ -32,7 +32,10 @@ class ToyRGBX(torch.utils.data.Dataset):
         blocks = self.size // 4
         a = torch.randint(0, 2, (blocks, blocks), generator=gen)
         b = torch.randint(0, 2, (blocks, blocks), generator=gen)
-        up = lambda t: t.repeat_interleave(4, 0).repeat_interleave(4, 1)
+
+        def up(t):
+            return t.repeat_interleave(4, 0).repeat_interleave(4, 1)
+
         rgb = up(a).float().expand(3, -1, -1) + 0.1 * torch.randn(3, self.size, self.size,
                                                                      generator=gen)
         x = up(b).float()[None] + 0.1 * torch.randn(1, self.size, self.size, generator=gen)
