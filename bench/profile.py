@@ -42,9 +42,10 @@ from bench.profile_latency import (  # noqa: F401
     MIN_SAMPLES, TimerCrossCheck, inference_fn, measure_latency, peak_memory, run_settings,
     steady_heap, summarise, summarise_windows, throughput_sweep, time_calls, time_inference,
     time_windows, timer_check_result, to_channels_last, train_step_fn)
+from models.errors import UserError
 
 
-class ProfileError(Exception):
+class ProfileError(UserError):
     def __init__(self, message: str, result: dict | None = None):
         super().__init__(message)
         self.result = result or {}

@@ -49,6 +49,8 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
+from models.errors import UserError
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 try:  # Optuna >= 4.9 names it for what it does; the old name is a deprecated alias
@@ -74,7 +76,7 @@ def worker_host() -> str:
     return os.environ.get("SSMBENCH_WORKER_HOST") or socket.gethostname()
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A store problem to report without a traceback (bad storage URL, other directions)."""
 
 

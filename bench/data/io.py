@@ -1,9 +1,9 @@
 """Reading and writing the native files of the real datasets, and the ``DataError`` family.
 
 Every error raised for bad or missing data is a ``DataError`` that names the path and says what
-is wrong; ``bench/data/cli.py`` prints it without a traceback and exits with code 2, and
-``bench/data/checks.py`` collects them per file. ``kind`` is a short category used by the check
-report ("missing file", "corrupt file", "wrong channel count", ...).
+is wrong; it is a ``UserError`` that ``ssmbench`` (bench/cli.py) prints without a traceback,
+exiting with code 2, and ``bench/data/checks.py`` collects them per file. ``kind`` is a short
+category used by the check report ("missing file", "corrupt file", "wrong channel count", ...).
 
 Images are decoded with Pillow (PNG, JPEG) and tifffile (GeoTIFF) into numpy arrays in their
 native dtype: (H, W) for single-band files, (H, W, C) otherwise. No OpenCV: where the papers' code
@@ -18,6 +18,8 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageFile
 
+from models.errors import UserError
+
 # Truncated files must fail, not decode as grey padding.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Remote-sensing tiles (ISPRS Potsdam 6000², WHU 5556×3704) exceed Pillow's bomb guard.
@@ -27,7 +29,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad or missing data. ``str()`` is the message the user sees: path first, then the problem."""
 
     kind = "bad data"
