@@ -277,18 +277,17 @@ def make_asker(plan: SearchPlan, store: CellStore, timeout: float | None):
         for _ in range(MAX_DUPLICATE_DRAWS):
             # Optuna's ask() pops a queued trial (the defaults, retries) atomically
             trial = store.study.ask()
-            frozen = store.storage.get_trial(trial._trial_id)
-            queued = frozen.user_attrs.get("config")
+            queued = trial.user_attrs.get("config")
             config = queued or plan.suggest(trial)
             for key, value in (("cell_id", config["id"]), ("label", config["label"]),
                                ("config", config)):
-                store.storage.set_trial_user_attr(trial._trial_id, key, value)
+                trial.set_user_attr(key, value)
             twin = None if queued else _taken(store, config["id"], trial.number)
             if twin is None:
-                return store.hold(trial._trial_id, trial.number, config)
+                return store.hold(store.trial_id(trial.number), trial.number, config, trial)
             # the sampler drew a configuration already run or running: it is not run again
             # and not counted; PRUNED (not FAIL) tells the sampler to look elsewhere
-            store.storage.set_trial_user_attr(trial._trial_id, "duplicate_of", twin.number)
+            trial.set_user_attr("duplicate_of", twin.number)
             store.study.tell(trial, state=TrialState.PRUNED)
         log.warning("search %s: %d draws in a row repeated stored configurations; this worker "
                     "stops", store.suite_name, MAX_DUPLICATE_DRAWS)
