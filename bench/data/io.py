@@ -20,11 +20,6 @@ from PIL import Image, ImageFile
 
 from models.errors import UserError
 
-# Truncated files must fail, not decode as grey padding.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Remote-sensing tiles (ISPRS Potsdam 6000², WHU 5556×3704) exceed Pillow's bomb guard.
-Image.MAX_IMAGE_PIXELS = None
-
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
 
@@ -65,13 +60,6 @@ class SplitError(DataError):
     kind = "bad split"
 
 
-def require_dir(path: Path, what: str, hint: str = "") -> Path:
-    if not path.is_dir():
-        kind = "missing root" if what.endswith("root") else "missing file"
-        raise MissingPathError(f"{what} not found{'; ' + hint if hint else ''}", path, kind=kind)
-    return path
-
-
 def require_file(path: Path, what: str, hint: str = "") -> Path:
     if not path.is_file():
         raise MissingPathError(f"{what} not found{'; ' + hint if hint else ''}", path)
@@ -91,6 +79,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise MissingPathError("file not found", path)
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _read_tiff(path)
+    _configure_pillow()
     try:
         with Image.open(path) as image:
             image.load()
@@ -99,6 +88,15 @@ def read_image(path: str | Path) -> np.ndarray:
         raise CorruptFileError(f"cannot decode image ({error}); the file is truncated or not an "
                                "image", path) from None
     return array
+
+
+def _configure_pillow() -> None:
+    """Pillow's two process-wide settings that dataset files need, set when one is read (not
+    when this module is imported)."""
+    # Truncated files must fail, not decode as grey padding.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # Remote-sensing tiles (ISPRS Potsdam 6000², WHU 5556×3704) exceed Pillow's bomb guard.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def _pillow_to_array(image: Image.Image) -> np.ndarray:
