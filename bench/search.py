@@ -353,7 +353,10 @@ def run_search(suite: Suite, storage: str | None = None, fresh: bool = False,
 
         print(run_preflight(suite, list(plan.base.values())).format(), flush=True)
     if distributed.init(suite.spec.train.device) and not distributed.is_main():
-        follow()
+        try:
+            follow()
+        finally:
+            distributed.shutdown()
         return SearchOutcome(name, 0, 0)
     try:
         store = open_study(plan, name, storage, runs_dir, fresh,
@@ -381,7 +384,8 @@ def run_search(suite: Suite, storage: str | None = None, fresh: bool = False,
             ran = -1
     finally:
         if distributed.active():
-            distributed.broadcast_object(None)
+            distributed.broadcast_object(None)  # releases the other ranks' follow()
+        distributed.shutdown()
     report = None
     if write_report:
         from bench.search_report import write_search_report
