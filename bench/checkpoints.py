@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from models.errors import UserError
+
 
 class InitSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +62,7 @@ def resolve_init(init: dict, base_dir: Path) -> dict:
     return out
 
 
-class InitError(ValueError):
+class InitError(UserError, ValueError):
     """An init that cannot be applied (no loader for the family, keys that do not match)."""
 
 

@@ -14,21 +14,6 @@ from pathlib import Path
 EXIT_USAGE = 2
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from bench.data import UnknownDatasetError
-    from bench.store import StoreError
-    from bench.suite_yaml import SuiteError
-    from models import UnknownNameError
-
-    errors: list[type[BaseException]] = [SuiteError, StoreError, UnknownNameError,
-                                         UnknownDatasetError]
-    from bench.data.io import DataError
-    from bench.protocols import ProtocolError
-
-    errors += [DataError, ProtocolError]
-    return tuple(errors)
-
-
 def _add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", help="suite YAML file")
     p.add_argument("--set", dest="set_values", action="append", default=[],
@@ -43,7 +28,13 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reports-dir", default="reports", help="where reports are written")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser and the names of its subcommands."""
+    from bench.data.cli import add_data_commands
+    from bench.doctor import add_doctor_command
+    from bench.latency_repro import add_repro_command
+    from bench.search import add_search_command
+
     parser = argparse.ArgumentParser(prog="ssmbench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,23 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models, fusions, datasets or backends")
     p.add_argument("what", choices=["models", "fusions", "datasets", "backends"])
 
-    try:
-        from bench.search import add_search_command
-        add_search_command(sub, _add_suite_args, _add_store_args)
-    except ImportError:
-        pass
-    from bench.doctor import add_doctor_command  # `ssmbench doctor`
-
+    add_search_command(sub, _add_suite_args, _add_store_args)
     add_doctor_command(sub)
-    from bench.latency_repro import add_repro_command
-
     add_repro_command(sub, _add_suite_args)
-    try:
-        from bench.data.cli import add_data_commands
-        add_data_commands(sub)
-    except ImportError:
-        pass
-    return parser
+    add_data_commands(sub)
+    return parser, set(sub.choices)
 
 
 def print_cells(suite) -> None:
@@ -249,19 +228,20 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report,
 
 def main(argv: list[str] | None = None, default_command: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
+    parser, commands = build_parser()
     if default_command and argv and argv[0] not in commands and not argv[0].startswith("-"):
         argv.insert(0, default_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    from models.errors import UserError
+
     try:
         return handler(args)
-    except _expected_errors() as exc:
-        for problem in getattr(exc, "errors", None) or [exc]:  # SuiteErrors: one line each
-            print(f"error: {problem}", file=sys.stderr)
+    except UserError as exc:  # every expected problem, whatever layer found it
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; finished cells are kept, run again to resume", file=sys.stderr)

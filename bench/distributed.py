@@ -56,6 +56,7 @@ def init(device_type: str = "cpu") -> bool:
 
 
 def shutdown() -> None:
+    """Leave the process group at the end of a run (every rank); a no-op outside torchrun."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -21,8 +21,8 @@ one flat-ish dict the store keeps:
                               the harness's own overhead
 
 A cell fails its profile (``ProfileError``, the result kept) when more ops than
-``max_unsupported`` had no FLOP handle. The pieces live in profile_flops / profile_latency /
-profile_breakdown; ``count_flops`` and ``measure_latency`` are re-exported here.
+``max_unsupported`` had no FLOP handle. The pieces live in profile_flops (``count_flops``),
+profile_latency (``measure_latency``) and profile_breakdown.
 """
 from __future__ import annotations
 
@@ -35,16 +35,15 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.profile_breakdown import time_breakdown
-from bench.profile_flops import (  # noqa: F401 - re-exported for callers of the interim API
-    DATA_MOVEMENT_OPS, ELEMENTWISE_OPS, TraceableModel, _PositionalWrapper, count_flops,
-    flop_analysis, flop_counter_cross_check)
-from bench.profile_latency import (  # noqa: F401
-    MIN_SAMPLES, TimerCrossCheck, inference_fn, measure_latency, peak_memory, run_settings,
-    steady_heap, summarise, summarise_windows, throughput_sweep, time_calls, time_inference,
-    time_windows, timer_check_result, to_channels_last, train_step_fn)
+from bench.profile_flops import flop_analysis, flop_counter_cross_check
+from bench.profile_latency import (
+    inference_fn, peak_memory, run_settings, steady_heap, summarise, summarise_windows,
+    throughput_sweep, time_calls, time_inference, timer_check_result, to_channels_last,
+    train_step_fn)
+from models.errors import UserError
 
 
-class ProfileError(Exception):
+class ProfileError(UserError):
     def __init__(self, message: str, result: dict | None = None):
         super().__init__(message)
         self.result = result or {}

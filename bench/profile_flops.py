@@ -181,10 +181,6 @@ class TraceableModel(nn.Module):
         return out
 
 
-# kept for callers of the interim module
-_PositionalWrapper = TraceableModel
-
-
 def _handle_name(op: str) -> str:
     p = op.find("::")
     return op[p + 2:] if p != -1 else op

@@ -4,7 +4,6 @@ under (bench/report.py inserts it; the numbers come from ``profile_model`` via t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 

@@ -51,12 +51,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from models.errors import UserError
+
 WINDOW_DEFAULTS = {"sigma": ("exp", False), "mmseg": ("logits", True), "ssrs": ("logits", False)}
 _KEYS = ("mode", "crop", "stride", "stride_rate", "windows", "score", "average", "scales",
          "flip", "resize", "keep_ratio", "resize_back")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     pass
 
 

@@ -3,14 +3,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.ticker as mticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: reports are drawn to files, with no display
+    (a backend chosen when plotting, not when this module is imported)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _name(key: tuple, group: list[str], varying: list[str]) -> str:
@@ -77,6 +84,7 @@ def plot_pareto(done: pd.DataFrame, group: list[str], path: Path) -> Path | None
                            "scan counted), batch 1")]
     if stats["latency"].notna().any():
         axes_spec.append(("latency", "latency (ms), batch 1, median of the quietest window"))
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(axes_spec), figsize=(6.5 * len(axes_spec), 4.8),
                              squeeze=False, sharey=True)
     palette = sns.color_palette("tab10", len(stats))
@@ -112,6 +120,7 @@ def plot_per_class(table: pd.DataFrame, group: list[str], path: Path,
              for _, r in table.iterrows()]
     values = table.drop(columns=group)
     values.index = index
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * values.shape[1], 1.2 + 0.35 * len(values)))
     sns.heatmap(values.astype(float), annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100,
                 cbar_kws={"label": "IoU (%)"}, ax=ax, annot_kws={"fontsize": 7})
@@ -152,6 +161,7 @@ def plot_curves(done: pd.DataFrame, group: list[str], path: Path) -> Path | None
         return None
     have = have.assign(composition=have.apply(loss_composition, axis=1))
     panels = list(dict.fromkeys(have["composition"]))
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     palette = sns.color_palette("tab10", have.groupby(group, sort=False).ngroups)
     colors = dict(zip([k for k, _ in have.groupby(group, sort=False)], palette))
@@ -193,6 +203,7 @@ def plot_corruptions(done: pd.DataFrame, group: list[str], corruptions: list[str
     if not rows:
         return None
     data = pd.DataFrame(rows)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(7, 0.9 * data["cell"].nunique() + 2), 4.5))
     sns.barplot(data=data, x="cell", y="mIoU", hue="test set", errorbar="sd", ax=ax)
     ax.set_ylabel("mIoU (%), mean ± std over seeds")

@@ -147,7 +147,7 @@ def _worker(suite_path: str, set_values: list[str], storage: str | None, runs_di
             study_name: str) -> None:
     """Entry point of an extra worker process (spawned): the same loop, no progress bars."""
     logging.basicConfig(level=logging.WARNING)
-    suite = load_suite(suite_path, set_values, check_names=False)
+    load_suite(suite_path, set_values, check_names=False)  # imports the suite's plugins
     store = CellStore(study_name, storage, runs_dir)
     drain(store, progress=False)
 
@@ -183,8 +183,12 @@ def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
 
         print(run_preflight(suite).format(), flush=True)
     if distributed.init(suite.spec.train.device) and not distributed.is_main():
-        follow()
-        return RunOutcome(f"{name} [rank {distributed.rank()}: trained rank 0's cells]",
+        rank = distributed.rank()
+        try:
+            follow()
+        finally:
+            distributed.shutdown()
+        return RunOutcome(f"{name} [rank {rank}: trained rank 0's cells]",
                           SyncSummary(), 0, [], None)
     try:
         return _run_suite(suite, name, storage, fresh, runs_dir, workers, progress, set_values,
@@ -192,6 +196,7 @@ def run_suite(suite: Suite, storage: str | None = None, fresh: bool = False,
     finally:
         if distributed.active():
             distributed.broadcast_object(None)  # releases the other ranks' follow()
+        distributed.shutdown()
 
 
 def _run_suite(suite: Suite, name: str, storage, fresh, runs_dir, workers, progress, set_values,

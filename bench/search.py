@@ -277,18 +277,17 @@ def make_asker(plan: SearchPlan, store: CellStore, timeout: float | None):
         for _ in range(MAX_DUPLICATE_DRAWS):
             # Optuna's ask() pops a queued trial (the defaults, retries) atomically
             trial = store.study.ask()
-            frozen = store.storage.get_trial(trial._trial_id)
-            queued = frozen.user_attrs.get("config")
+            queued = trial.user_attrs.get("config")
             config = queued or plan.suggest(trial)
             for key, value in (("cell_id", config["id"]), ("label", config["label"]),
                                ("config", config)):
-                store.storage.set_trial_user_attr(trial._trial_id, key, value)
+                trial.set_user_attr(key, value)
             twin = None if queued else _taken(store, config["id"], trial.number)
             if twin is None:
-                return store.hold(trial._trial_id, trial.number, config)
+                return store.hold(store.trial_id(trial.number), trial.number, config, trial)
             # the sampler drew a configuration already run or running: it is not run again
             # and not counted; PRUNED (not FAIL) tells the sampler to look elsewhere
-            store.storage.set_trial_user_attr(trial._trial_id, "duplicate_of", twin.number)
+            trial.set_user_attr("duplicate_of", twin.number)
             store.study.tell(trial, state=TrialState.PRUNED)
         log.warning("search %s: %d draws in a row repeated stored configurations; this worker "
                     "stops", store.suite_name, MAX_DUPLICATE_DRAWS)
@@ -354,7 +353,10 @@ def run_search(suite: Suite, storage: str | None = None, fresh: bool = False,
 
         print(run_preflight(suite, list(plan.base.values())).format(), flush=True)
     if distributed.init(suite.spec.train.device) and not distributed.is_main():
-        follow()
+        try:
+            follow()
+        finally:
+            distributed.shutdown()
         return SearchOutcome(name, 0, 0)
     try:
         store = open_study(plan, name, storage, runs_dir, fresh,
@@ -382,7 +384,8 @@ def run_search(suite: Suite, storage: str | None = None, fresh: bool = False,
             ran = -1
     finally:
         if distributed.active():
-            distributed.broadcast_object(None)
+            distributed.broadcast_object(None)  # releases the other ranks' follow()
+        distributed.shutdown()
     report = None
     if write_report:
         from bench.search_report import write_search_report

@@ -9,16 +9,14 @@ import math
 import warnings
 from pathlib import Path
 
-import matplotlib
+import optuna
+import pandas as pd
+from matplotlib.figure import Figure
+from optuna.trial import TrialState
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-
-from bench.markdown import markdown_table  # noqa: E402
-from bench.search_space import METRICS  # noqa: E402
+from bench.markdown import markdown_table
+from bench.report_plots import pyplot
+from bench.search_space import METRICS
 
 log = logging.getLogger("ssmbench")
 
@@ -93,18 +91,19 @@ def defaults_vs_best(frame: pd.DataFrame, metric: str, direction: str) -> pd.Dat
 
 def _save(ax_or_fig, path: Path) -> None:
     fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") and not isinstance(
-        ax_or_fig, plt.Figure) else ax_or_fig
-    if not isinstance(fig, plt.Figure):  # an array of axes
+        ax_or_fig, Figure) else ax_or_fig
+    if not isinstance(fig, Figure):  # an array of axes
         fig = ax_or_fig.flat[0].figure
     fig.set_size_inches(7, 4.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def write_plots(study: optuna.Study, metrics: list[str], out: Path) -> dict[str, str]:
     """Optuna's matplotlib plots as PNGs; returns {file: caption}, and notes why any is
     missing (e.g. importances need two finished trials that differ)."""
+    plt = pyplot()  # before Optuna's plotting module imports pyplot
     from optuna.visualization import matplotlib as ovm
 
     names = [f"{m} ({METRICS[m].replace('imize', '')})" for m in metrics]

@@ -45,16 +45,11 @@ from typing import Any
 
 import filelock
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-try:  # Optuna >= 4.9 names it for what it does; the old name is a deprecated alias
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryStale
-except ImportError:  # pragma: no cover - Optuna < 4.9
-    from optuna.storages import RetryFailedTrialCallback as _RetryStale
+from models.errors import UserError
 
 HEARTBEAT_INTERVAL_S = 20
 GRACE_PERIOD_S = 120
@@ -74,7 +69,7 @@ def worker_host() -> str:
     return os.environ.get("SSMBENCH_WORKER_HOST") or socket.gethostname()
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A store problem to report without a traceback (bad storage URL, other directions)."""
 
 
@@ -97,13 +92,17 @@ class Claim:
     trial_id: int
     number: int
     config: dict
+    #: the live trial when ``Study.ask`` handed it out (a search); else made on first use
+    live: optuna.trial.Trial | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     @property
     def trial(self) -> optuna.trial.Trial:
         """The live Optuna trial (``report``/``should_prune`` for search pruning)."""
-        return optuna.trial.Trial(self.store.study, self.trial_id)
+        if self.live is None:
+            self.live = _live_trial(self.store.study, self.trial_id)
+        return self.live
 
     def set(self, key: str, value: Any) -> None:
         self.store.storage.set_trial_user_attr(self.trial_id, key, _jsonable(value))
@@ -122,6 +121,30 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
         return _jsonable(value.item())
     return str(value)
+
+
+# The two functions below reach past Optuna's public API, which has no call for what they do.
+# Optuna's major version is pinned in pyproject.toml; tests/bench/test_postgres.py (stale
+# workers) and test_tracking.py (values reported to a grid cell's trial) exercise them.
+
+def _heartbeat_stale_numbers(storage: RDBStorage, study_id: int) -> set[int] | None:
+    """Numbers of the RUNNING trials whose Optuna heartbeat is older than the grace period (the
+    database's clock, so the workers' clocks do not matter), or None if this Optuna lacks the
+    call. The public ``optuna.storages.fail_stale_trials`` applies the same rule but fails the
+    trials itself, and a finished trial takes no user attribute: the failed trial could not
+    record which worker stopped and why (``error``)."""
+    stale_ids = getattr(storage, "_get_stale_trial_ids", None)
+    if stale_ids is None:  # pragma: no cover - a renamed private method
+        return None
+    return {storage.get_trial(trial_id).number for trial_id in stale_ids(study_id)}
+
+
+def _live_trial(study: optuna.Study, trial_id: int) -> optuna.trial.Trial:
+    """The live ``Trial`` of a claimed grid cell, to report intermediate values to. Optuna hands
+    live trials out only from ``Study.ask``, which takes the oldest queued trial (and creates a
+    new one when none is queued); a claimed cell is one particular trial, so its ``Trial`` is
+    made from its id as ``Study.ask`` makes it."""
+    return optuna.trial.Trial(study, trial_id)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,11 +179,11 @@ def open_storage(url: str | None, suite_dir: Path):
             try:
                 with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES,
+                                                             inherit_intermediate_values=True)
                     return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval(),
                                       grace_period=grace_period(),
-                                      heartbeat_stale_trial_callback=_RetryStale(
-                                          max_retry=MAX_STALE_RETRIES,
-                                          inherit_intermediate_values=True))
+                                      heartbeat_stale_trial_callback=retry)
             except Exception as exc:  # bad URL, driver missing, server down
                 # workers starting together race to create Optuna's tables: try again
                 if "UniqueViolation" in repr(exc) or "already exists" in str(exc):
@@ -181,8 +204,11 @@ class CellStore:
         self.storage_url = storage_url
         self.directions = list(directions or ["maximize"])
         self.storage = open_storage(storage_url, self.dir)
+        # Optuna's INFO lines (a study created, a trial pruned) are not the harness's output
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(study_name=suite_name, storage=self.storage,
                                          directions=self.directions, load_if_exists=True)
+        self.study_id = self.storage.get_study_id_from_name(suite_name)
         if [d.name.lower() for d in self.study.directions] != self.directions:
             raise StoreError(
                 f"study {suite_name!r} in {storage_url or self.dir} optimises "
@@ -205,6 +231,10 @@ class CellStore:
     def cell_dir(self, cell_id: str) -> Path:
         return self.dir / "cells" / cell_id
 
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` (storage calls take ids; trials show numbers)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
     # ------------------------------------------------------------------ queueing
 
     def reset(self) -> None:
@@ -213,6 +243,7 @@ class CellStore:
         shutil.rmtree(self.dir / "cells", ignore_errors=True)
         self.study = optuna.create_study(study_name=self.suite_name, storage=self.storage,
                                          directions=self.directions)
+        self.study_id = self.storage.get_study_id_from_name(self.suite_name)
 
     def fail_stale(self) -> int:
         """Fail RUNNING trials whose worker is gone and queue a retry of each (same parameters,
@@ -221,27 +252,29 @@ class CellStore:
         count = 0
         rdb_stale: set[int] = set()
         if isinstance(self.storage, RDBStorage):
-            if hasattr(self.storage, "_get_stale_trial_ids"):  # Optuna's heartbeat rule
-                rdb_stale = set(self.storage._get_stale_trial_ids(self.study._study_id))
-            else:  # pragma: no cover - its public form (fails and re-queues, no message)
+            stale = _heartbeat_stale_numbers(self.storage, self.study_id)  # Optuna's rule
+            if stale is None:  # pragma: no cover - the public form: fails, re-queues, no message
                 before = {t.number for t in self.running()}
                 optuna.storages.fail_stale_trials(self.study)
                 count += len(before - {t.number for t in self.running()})
+            else:
+                rdb_stale = stale
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = t.user_attrs.get("worker") or {}
             beat = t.user_attrs.get("heartbeat", 0)
             dead = worker.get("host") == self.host and not _pid_alive(int(worker.get("pid", 0)))
             silent = not isinstance(self.storage, RDBStorage) and beat and \
                 time.time() - beat > grace_period()
-            if not (dead or silent or t._trial_id in rdb_stale):
+            if not (dead or silent or t.number in rdb_stale):
                 continue
             why = "its process is gone" if dead else \
                 f"no heartbeat for over {grace_period()} s"
+            trial_id = self.trial_id(t.number)
             try:
                 self.storage.set_trial_user_attr(
-                    t._trial_id, "error", f"worker stopped while running this cell "
+                    trial_id, "error", f"worker stopped while running this cell "
                     f"({worker.get('host')} pid {worker.get('pid')}: {why})")
-                won = self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                won = self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 won = False
             if not won:  # another worker failed it first and queued the retry
@@ -332,18 +365,19 @@ class CellStore:
         for t in sorted(waiting, key=lambda t: t.number):
             if "cell_id" not in t.user_attrs:
                 continue
+            trial_id = self.trial_id(t.number)
             try:
-                won = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
+                won = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
             except optuna.exceptions.UpdateFinishedTrialError:
                 won = False
             if not won:
                 continue
             twin = self._twin(t)
             if twin is not None:
-                self.storage.set_trial_user_attr(t._trial_id, "duplicate_of", twin.number)
-                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                self.storage.set_trial_user_attr(trial_id, "duplicate_of", twin.number)
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 continue
-            return self.hold(t._trial_id, t.number, t.user_attrs["config"])
+            return self.hold(trial_id, t.number, t.user_attrs["config"])
         return None
 
     def _twin(self, trial: FrozenTrial) -> FrozenTrial | None:
@@ -360,9 +394,11 @@ class CellStore:
                 return other
         return None
 
-    def hold(self, trial_id: int, number: int, config: dict) -> Claim:
-        """Mark a RUNNING trial as this worker's (host, pid, heartbeat) and keep it alive."""
-        claim = Claim(self, trial_id, number, config)
+    def hold(self, trial_id: int, number: int, config: dict,
+             live: optuna.trial.Trial | None = None) -> Claim:
+        """Mark a RUNNING trial as this worker's (host, pid, heartbeat) and keep it alive;
+        ``live`` is its ``Trial`` when ``Study.ask`` handed it out."""
+        claim = Claim(self, trial_id, number, config, live)
         claim.set("worker", {"host": self.host, "pid": os.getpid()})
         claim.set("heartbeat", time.time())
         self._start_heartbeat(claim)

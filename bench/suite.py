@@ -24,8 +24,6 @@ from bench import suite_checks
 from bench.suite_yaml import (COMMAND_LINE, KeyPath, Origin, SuiteError, apply_set,
                               format_key_path, load_with_bases, parse_set, raise_all)
 
-GRID_KEYS = ("model", "size", "fusion", "dataset", "seed")
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -272,7 +270,7 @@ class Suite:
                 except ValidationError as exc:
                     raise self.error(_first_error(exc, section), where) from None
             if not set(config["stages"]) <= {"train", "eval", "profile"}:
-                raise self.error(f"stages must be among train, eval, profile", where)
+                raise self.error("stages must be among train, eval, profile", where)
             if any(d == "init" or d.startswith("init.") for d in override.set):
                 config["init"] = self._resolve_init(config["init"], ("overrides", index))
         return config

@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 
+from models.errors import UserError
+
 KeyPath = tuple  # of str (mapping keys) and int (list indices)
 
 
-class SuiteError(Exception):
+class SuiteError(UserError):
     """A problem with a suite file, reported without a traceback (exit code 2)."""
 
     def __init__(self, message: str, file: str | None = None, key_path: KeyPath = (),
@@ -47,6 +49,9 @@ class SuiteErrors(SuiteError):
 
     def format(self) -> str:
         return "\n".join(e.format() for e in self.errors)
+
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors]
 
 
 def raise_all(errors: list[SuiteError]) -> None:

@@ -36,9 +36,10 @@ from bench import distributed, tracking
 from bench.data import build_dataset, get_dataset_class
 from bench.metrics import ConfusionMeter, ReferringMeter
 from bench.protocols import describe, infer
+from models.errors import UserError
 
 
-class CellError(Exception):
+class CellError(UserError):
     """A cell that cannot go on (NaN loss, bad data): recorded as failed, the suite goes on."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from models.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: where training scripts keep the weights inside a checkpoint dict, in the order tried
@@ -31,7 +33,7 @@ STATE_KEYS = ("model", "state_dict", "model_state", "module")
 EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be read as weights; the message says what to do."""
 
 

@@ -15,8 +15,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from models.errors import UserError
 
-class UnknownNameError(KeyError):
+
+class UnknownNameError(UserError, KeyError):
     """An unknown registry name; the message carries a "did you mean" suggestion."""
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from models.errors import UserError
+
 #: named WordTransformer shapes
 TEXT_CONFIGS = {
     "clip_l": dict(vocab_size=49408, dim=768, depth=12, heads=12, mlp_ratio=4.0, max_len=77,
@@ -37,7 +39,7 @@ TEXT_CONFIGS = {
 }
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(UserError, ValueError):
     """A text encoder that cannot be built (unknown config, transformers missing, bad path)."""
 
 

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.io import (  # noqa: F401  (DataError re-exported for the runner)
-    CorruptFileError, DataError, DataFormatError, LabelRangeError, MissingPathError, SplitError,
-)
+from bench.data.io import DataError
 from bench.data.registry import get_dataset_class
 
 

@@ -1,8 +1,9 @@
 """``ssmbench data convert`` and ``ssmbench data check``.
 
-``bench/cli.py`` calls ``add_data_commands(subparsers)``; each parser sets ``func`` and
-``handler`` to ``handler(args) -> int`` returning the exit code: 0 when all is well, 2 on bad data or
-bad options, with the message on stderr and no traceback.
+``bench/cli.py`` calls ``add_data_commands(subparsers)``; each parser sets ``handler`` to
+``handler(args) -> int`` returning the exit code: 0 when all is well, 2 on a failed check or bad
+options, with the message on stderr and no traceback (bad data, a ``DataError``, is a
+``UserError`` that ``bench/cli.py`` reports the same way).
 
     ssmbench data convert NAME RAW_DIR OUT_DIR [--option key=value ...]
     ssmbench data check NAME ROOT [--split train --split test] [--layout L] [--max-entries N]
@@ -44,7 +45,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     convert.add_argument("out_dir", help="folder to write the converted layout into")
     convert.add_argument("--option", action="append", metavar="KEY=VALUE",
                          help="converter option, e.g. split=ms2mnet or clip_size=0")
-    convert.set_defaults(func=run_convert, handler=run_convert)
+    convert.set_defaults(handler=run_convert)
 
     check = commands.add_parser("check", help="check every split before training")
     check.add_argument("name", help="registered dataset name")
@@ -56,7 +57,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
                        help="check only the first N samples of each split")
     check.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="dataset option, e.g. keep_background=true")
-    check.set_defaults(func=run_check, handler=run_check)
+    check.set_defaults(handler=run_check)
     return data
 
 
@@ -67,11 +68,10 @@ def _fail(message: str) -> int:
 
 def run_check(args) -> int:
     from bench.data.checks import check_dataset
-    from bench.data.registry import UnknownDatasetError
     try:
         report = check_dataset(args.name, args.root, args.splits, layout=args.layout,
                                max_entries=args.max_entries, **_parse_options(args.option))
-    except (DataError, UnknownDatasetError, ValueError, TypeError) as error:
+    except (ValueError, TypeError) as error:  # an --option the dataset does not take
         return _fail(f"error: {error}")
     if not report.ok:
         return _fail(report.format())
@@ -84,19 +84,7 @@ def run_convert(args) -> int:
     try:
         summary = convert_dataset(args.name, args.raw_dir, args.out_dir,
                                   **_parse_options(args.option))
-    except (DataError, ValueError) as error:
+    except ValueError as error:  # an --option value the converter does not take
         return _fail(f"error: {error}")
     print(summary.format())
     return 0
-
-
-def main(argv=None) -> int:
-    """``python -m bench.data.cli data check ...`` (the same commands without ssmbench)."""
-    parser = argparse.ArgumentParser(prog="ssmbench")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

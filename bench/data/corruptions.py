@@ -26,10 +26,12 @@ from typing import Callable
 
 import numpy as np
 
+from models.errors import UserError
+
 IMAGE_MODALITIES = ("rgb", "x")
 
 
-class UnknownCorruptionError(ValueError):
+class UnknownCorruptionError(UserError, ValueError):
     pass
 
 

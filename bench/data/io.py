@@ -1,9 +1,9 @@
 """Reading and writing the native files of the real datasets, and the ``DataError`` family.
 
 Every error raised for bad or missing data is a ``DataError`` that names the path and says what
-is wrong; ``bench/data/cli.py`` prints it without a traceback and exits with code 2, and
-``bench/data/checks.py`` collects them per file. ``kind`` is a short category used by the check
-report ("missing file", "corrupt file", "wrong channel count", ...).
+is wrong; it is a ``UserError`` that ``ssmbench`` (bench/cli.py) prints without a traceback,
+exiting with code 2, and ``bench/data/checks.py`` collects them per file. ``kind`` is a short
+category used by the check report ("missing file", "corrupt file", "wrong channel count", ...).
 
 Images are decoded with Pillow (PNG, JPEG) and tifffile (GeoTIFF) into numpy arrays in their
 native dtype: (H, W) for single-band files, (H, W, C) otherwise. No OpenCV: where the papers' code
@@ -18,16 +18,13 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageFile
 
-# Truncated files must fail, not decode as grey padding.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Remote-sensing tiles (ISPRS Potsdam 6000², WHU 5556×3704) exceed Pillow's bomb guard.
-Image.MAX_IMAGE_PIXELS = None
+from models.errors import UserError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad or missing data. ``str()`` is the message the user sees: path first, then the problem."""
 
     kind = "bad data"
@@ -63,13 +60,6 @@ class SplitError(DataError):
     kind = "bad split"
 
 
-def require_dir(path: Path, what: str, hint: str = "") -> Path:
-    if not path.is_dir():
-        kind = "missing root" if what.endswith("root") else "missing file"
-        raise MissingPathError(f"{what} not found{'; ' + hint if hint else ''}", path, kind=kind)
-    return path
-
-
 def require_file(path: Path, what: str, hint: str = "") -> Path:
     if not path.is_file():
         raise MissingPathError(f"{what} not found{'; ' + hint if hint else ''}", path)
@@ -89,6 +79,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise MissingPathError("file not found", path)
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _read_tiff(path)
+    _configure_pillow()
     try:
         with Image.open(path) as image:
             image.load()
@@ -97,6 +88,15 @@ def read_image(path: str | Path) -> np.ndarray:
         raise CorruptFileError(f"cannot decode image ({error}); the file is truncated or not an "
                                "image", path) from None
     return array
+
+
+def _configure_pillow() -> None:
+    """Pillow's two process-wide settings that dataset files need, set when one is read (not
+    when this module is imported)."""
+    # Truncated files must fail, not decode as grey padding.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # Remote-sensing tiles (ISPRS Potsdam 6000², WHU 5556×3704) exceed Pillow's bomb guard.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def _pillow_to_array(image: Image.Image) -> np.ndarray:

@@ -18,6 +18,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from models.errors import UserError
+
 
 @dataclass
 class DatasetInfo:
@@ -41,7 +43,7 @@ class DatasetInfo:
         return len(self.classes)
 
 
-class UnknownDatasetError(KeyError):
+class UnknownDatasetError(UserError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 

@@ -39,11 +39,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from models.errors import UserError
+
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 
-class AugmentConfigError(ValueError):
+class AugmentConfigError(UserError, ValueError):
     pass
 
 

@@ -120,3 +120,23 @@ def test_torchrun_cell_killed_mid_training_resumes_exactly(write_suite, tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     assert any(0 < r < 16 for r in resumed_from(runs, "toy_ddp")), resumed_from(runs, "toy_ddp")
     assert stored_results(runs, "toy_ddp") == stored_results(reference, "toy_ddp")
+
+
+@pytest.mark.parametrize("main_rank", [True, False])
+def test_every_rank_leaves_the_process_group_when_the_run_ends(write_suite, tmp_path,
+                                                               monkeypatch, main_rank):
+    """torch.distributed.destroy_process_group runs at the end of a torchrun run, on rank 0
+    (after releasing the others) and on the ranks that followed it."""
+    import bench.runner as runner
+    from bench import distributed
+
+    suite = load_suite(write_suite(SUITE))
+    left = []
+    monkeypatch.setattr(distributed, "init", lambda device_type="cpu": True)
+    monkeypatch.setattr(distributed, "is_main", lambda: main_rank)
+    monkeypatch.setattr(distributed, "shutdown", lambda: left.append(True))
+    monkeypatch.setattr(runner, "follow", lambda: None)
+    monkeypatch.setattr(runner, "_run_suite", lambda *args, **kwargs: "rank 0 ran the suite")
+    outcome = runner.run_suite(suite, runs_dir=tmp_path / "runs", preflight=False)
+    assert left == [True]
+    assert (outcome == "rank 0 ran the suite") is main_rank

@@ -9,17 +9,10 @@ import torch.nn as nn
 
 import kernels
 import models
-from bench.profile import (
-    ProfileError,
-    ProfileSpec,
-    count_flops,
-    flop_analysis,
-    flop_counter_cross_check,
-    measure_latency,
-    profile_model,
-)
+from bench.profile import ProfileError, ProfileSpec, profile_model
 from bench.profile_breakdown import categorise
-from bench.profile_latency import peak_memory, throughput_sweep
+from bench.profile_flops import count_flops, flop_analysis, flop_counter_cross_check
+from bench.profile_latency import measure_latency, peak_memory, throughput_sweep
 
 H = W = 4
 L = H * W

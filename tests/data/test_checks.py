@@ -6,7 +6,7 @@ import pytest
 
 from bench.data import build_dataset
 from bench.data.checks import DataCheckError, check_dataset, require_ok
-from bench.data.cli import main as data_cli
+from bench.cli import main as data_cli
 from bench.data.io import DataError, write_png, write_tiff
 from tests.helpers.native_data import make_hunan_native, make_mfnet, make_refcoco, make_whu_tiles
 
