@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
+from bench.cli import main as data_cli
 from bench.data import build_dataset
 from bench.data.checks import DataCheckError, check_dataset, require_ok
-from bench.cli import main as data_cli
 from bench.data.io import DataError, write_png, write_tiff
 from tests.helpers.native_data import make_hunan_native, make_mfnet, make_refcoco, make_whu_tiles
 

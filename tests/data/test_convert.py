@@ -4,8 +4,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from bench.data import build_dataset
 from bench.cli import main as data_cli
+from bench.data import build_dataset
 from bench.data.convert_isprs import (
     ISPRS_COLOURS_RGB,
     colour_label_to_index,
