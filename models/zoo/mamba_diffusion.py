@@ -170,7 +170,7 @@ class MambaDiffusion(FusionSegmenter):
         modalities = modalities or dict(spec["modalities"])
         if isinstance(fusion, str):
             fusion = self._make_fusion(fusion, cfg, spec, upstream_unused, fusion_kwargs)
-        self.feeds_back = bool(getattr(fusion, "feeds_back", False)) and fusion.kind == "stage"
+        self.feeds_back = bool(fusion.feeds_back) and fusion.kind == "stage"
         head_kwargs = dict(spec["head"], timesteps=timesteps, bit_scale=bit_scale,
                            ignore_index=ignore_index, seed=sample_seed,
                            avg_non_ignore=avg_non_ignore)

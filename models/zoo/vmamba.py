@@ -23,7 +23,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from models.backbones.vmamba import Permute, VMambaEncoder, vmamba_init_weights
+from models.backbones.vmamba import Permute, VMambaEncoder
+from models.layers import trunc_normal_init_
 
 
 class VMambaClassifier(VMambaEncoder):
@@ -39,7 +40,7 @@ class VMambaClassifier(VMambaEncoder):
             norm=nn.LayerNorm(dim), permute=Permute(0, 3, 1, 2), avgpool=nn.AdaptiveAvgPool2d(1),
             flatten=nn.Flatten(1), head=nn.Linear(dim, num_classes),
         ))
-        self.classifier.apply(vmamba_init_weights)
+        self.classifier.apply(trunc_normal_init_)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_tokens(x))
