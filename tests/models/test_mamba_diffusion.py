@@ -18,8 +18,7 @@ from models.heads.diffusion_attn import (MultiScaleDeformableAttention,
                                          deformable_attention_sample, sine_positional_encoding)
 from models.heads.fpn_neck import FPN
 from tests.models.test_samba import separable_batch
-from models.zoo.mamba_diffusion import (MAMBA_DIFFUSION_SIZES, PUBLISHED,
-                                       MambaDiffusionBackbone)
+from models.zoo.mamba_diffusion import MAMBA_DIFFUSION_SIZES, MambaDiffusionBackbone
 
 
 def params(module):
@@ -156,9 +155,10 @@ def test_paper_configuration_backbone_parameters():
     assert model.modalities == ("rgb", "x") and model.encoder_a.in_chans == 4
     backbone = model.backbone_parameters()
     assert backbone == 410_319_296
-    assert abs(backbone / PUBLISHED["base"]["backbone_params"] - 1) < 0.01
+    published = models.get_published("Mamba-Diffusion backbone")
+    assert abs(backbone / 1e6 / published.params_m - 1) < 0.01
     blocks_a = params(model.encoder_a) - params(model.encoder_a.patch_embed)
-    assert abs(blocks_a / 87.45e6 - 1) < 1e-3
+    assert abs(blocks_a / 1e6 / published.extra["params_parts_m"]["stream_a_blocks"] - 1) < 1e-3
     assert params(model.encoder_b) - params(model.encoder_b.patch_embed) == blocks_a
     assert not hasattr(model.encoder_a, "outnorm0")           # the fusion owns the stage norms
     assert params(model.head) == 11_566_671 and params(model.aux_head) == 592_135
