@@ -6,111 +6,41 @@ written to ``reports/model_zoo/README.md``.
                                                     # from reports/model_zoo/measured.json
     python -m bench.zoo_report --check              # exit 1 if a row is off its tolerance
 
-Table-driven: a system is one ``ZooEntry`` in ``ZOO`` (its builder, the input shapes of the
-published measurement, the published parameter count and FLOPs per convention, the source, a
-tolerance). FLOPs go through the harness's profiler (``bench.profile_flops.flop_analysis``, one
-fvcore trace, the scan replaced by its shape-only backend) in its conventions:
-
-    published  the scan not counted (the seed repositories' ``flops()``)
-    full       the scan as 9·B·L·D·N + B·D·L (VMamba's ``flops_selective_scan_fn``)
-    ref        the scan as VMamba's older ``flops_selective_scan_ref`` (numpy ``einsum_path``
-               MAC counts of the reference loop: 3.5·B·L·D·N + B·D·L, 3.5625·B·L·D·N at
-               N = 16); VMamba's early published FLOPs (4.46G for VMamba-T) used it
-
-All in GMACs (fvcore counts a multiply-add as one FLOP, as every paper here).
+Registry-driven: a row is one system's ``models.PublishedFigures``, registered beside its
+builder in models/zoo/ (the input shapes of the published measurement, the published parameter
+count and FLOPs per convention, the source, a tolerance); the rows come in the registry's
+order. FLOPs go through the harness's profiler (``bench.profile_flops``, fvcore, the scan
+replaced by its shape-only backend) in the conventions of kernels/flops.py: ``published`` (the
+scan not counted), ``full`` (9·B·L·D·N + B·D·L) and, for the systems that publish it, ``ref``
+(VMamba's older ``flops_selective_scan_ref``). All in GMACs (fvcore counts a multiply-add as
+one FLOP, as every paper here).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from models.registry import PublishedFigures
 
 REPORT_PATH = Path("reports/model_zoo/README.md")
 #: measurements of every row, so that measuring some rows re-renders the whole table
 MEASURED_PATH = Path("reports/model_zoo/measured.json")
 
 
-@dataclass
-class ZooEntry:
-    system: str
-    #: a registered model ("sigma_tiny") or "module:function" for models outside the registry
-    builder: str
-    #: input name -> shape of the published measurement (batch included)
-    inputs: dict[str, tuple[int, ...]]
-    params_m: float | None
-    #: convention -> published GMACs
-    gmacs: dict[str, float] = field(default_factory=dict)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    #: relative tolerances (parameters, FLOPs)
-    tol_params: float = 1e-3
-    tol_flops: float = 1e-2
-    #: parameter-name prefixes not counted: training-only parts (auxiliary heads) that the
-    #: published inference counts leave out
-    exclude_params: tuple[str, ...] = ()
-    #: module name -> parameter-name prefixes of modules the upstream code uses but never
-    #: defines, so ssmbench's are reconstructions (counted in the row, and named beside it)
-    reconstructed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+def entries() -> list[PublishedFigures]:
+    """The report's rows: every registered system with a published measurement's inputs."""
+    import models
 
-    def input_text(self) -> str:
-        return " + ".join("×".join(str(s) for s in shape[1:]) for shape in self.inputs.values())
-
-
-_SIGMA_IN = {"rgb": (1, 3, 480, 640), "x": (1, 3, 480, 640)}
-_SIGMA_SRC = "specs/models.md §1 (fvcore as Sigma's EncoderDecoder.flops(), 9-class head)"
-_VMAMBA_SRC = "specs/models.md §0 (VMamba v0 2024-02 checkpoints, 1000-class head)"
-_VMAMBA_V2_SRC = ("VMamba README (MzeroMiko/VMamba): v2 classification models, 1000-class head, "
-                  "figures rounded; configs vmambav2_{tiny,small,base}_224.yaml")
-
-#: one row per reproduced system; other systems append their rows here
-ZOO: list[ZooEntry] = [
-    ZooEntry("VMamba-T", "models.zoo.vmamba:vmamba_cls_tiny", {"image": (1, 3, 224, 224)},
-             22.89, {"published": 3.71, "ref": 4.46, "full": 5.63}, source=_VMAMBA_SRC),
-    ZooEntry("VMamba-S", "models.zoo.vmamba:vmamba_cls_small", {"image": (1, 3, 224, 224)},
-             44.42, {"published": 7.74, "ref": 9.11, "full": 11.23}, source=_VMAMBA_SRC),
-    ZooEntry("VMamba-B", "models.zoo.vmamba:vmamba_cls_base", {"image": (1, 3, 224, 224)},
-             76.25, {"published": 13.36, "ref": 15.19, "full": 18.02}, source=_VMAMBA_SRC),
-    # v2 (forward "v05_noz"): README figures rounded to 1M / 0.1G, hence 1 % tolerances
-    ZooEntry("VMamba-T v2 [s2l5]", "models.zoo.vmamba:vmamba_cls_v2_tiny",
-             {"image": (1, 3, 224, 224)}, 31.0, {"full": 4.9}, source=_VMAMBA_V2_SRC,
-             tol_params=0.02, tol_flops=0.02),
-    ZooEntry("VMamba-S v2 [s2l15]", "models.zoo.vmamba:vmamba_cls_v2_small",
-             {"image": (1, 3, 224, 224)}, 50.0, {"full": 8.7}, source=_VMAMBA_V2_SRC,
-             tol_params=0.02, tol_flops=0.02),
-    ZooEntry("VMamba-B v2 [s2l15]", "models.zoo.vmamba:vmamba_cls_v2_base",
-             {"image": (1, 3, 224, 224)}, 89.0, {"full": 15.4}, source=_VMAMBA_V2_SRC,
-             tol_params=0.02, tol_flops=0.02),
-    ZooEntry("Sigma-T", "sigma_tiny", _SIGMA_IN, 48.29, {"published": 89.49, "full": 118.4},
-             kwargs={"num_classes": 9}, source=_SIGMA_SRC),
-    ZooEntry("Sigma-S", "sigma_small", _SIGMA_IN, 69.81, {"published": 138.88, "full": 187.0},
-             kwargs={"num_classes": 9}, source=_SIGMA_SRC),
-    ZooEntry("Sigma-B", "sigma_base", _SIGMA_IN, 121.42, {"published": 240.67, "full": 304.8},
-             kwargs={"num_classes": 9}, source=_SIGMA_SRC),
-    ZooEntry("Samba", "samba_base", {"rgb": (1, 3, 512, 512)}, 51.86, {"published": 236.0},
-             kwargs={"num_classes": 7}, exclude_params=("aux_head.",), tol_params=0.01,
-             source="specs/models.md §5 (UperNet at 512², 7 classes, inference: the auxiliary "
-                    "FCN head is not counted; the ~236G is the spec's estimate)"),
-    ZooEntry("MS2MNet", "ms2mnet_base", {"rgb": (1, 3, 256, 256), "x": (1, 1, 256, 256)}, None,
-             exclude_params=("head.aux_head",),
-             reconstructed={"VFE": ("fusion.vfe.",), "ASAF": ("head.fuse",), "DFE": ("dfe.",)},
-             source="specs/models.md §2 (thop on RGB 1×3×256² + DSM 1×1×256²; the paper gives "
-                    "no values, so only ours are listed)"),
-    ZooEntry("Mamba-Diffusion backbone",
-             "models.zoo.mamba_diffusion:mamba_diffusion_backbone",
-             {"rgb": (1, 4, 256, 256), "x": (1, 1, 256, 256)}, 410.3, tol_params=0.01,
-             source="specs/models.md §3 ([computed] from the upstream classes, counting "
-                    "upstream's unused fusion projections; no FLOPs published)"),
-]
+    return [figures for figures in models.list_published() if figures.inputs]
 
 
 class _SingleInput(nn.Module):
@@ -131,7 +61,7 @@ def count_params(model: nn.Module, exclude: tuple[str, ...] = ()) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(exclude))
 
 
-def build(entry: ZooEntry) -> nn.Module:
+def build(entry: PublishedFigures) -> nn.Module:
     """The entry's model, ready for the harness (an inputs dict in, logits out), in eval mode."""
     import models
 
@@ -145,56 +75,12 @@ def build(entry: ZooEntry) -> nn.Module:
     return model.eval()
 
 
-# ----------------------------------------------------------------------------- the ref formula
-
-
-@functools.lru_cache(maxsize=None)
-def _einsum_macs(equation: str, *shapes: tuple[int, ...]) -> float:
-    """numpy's optimal-path FLOP count halved and floored (fvcore's / VMamba's MAC convention)."""
-    arrays = [np.broadcast_to(np.zeros(()), s) for s in shapes]  # shapes only, no memory
-    report = np.einsum_path(equation, *arrays, optimize="optimal")[1]
-    for line in report.split("\n"):
-        if "optimized flop" in line.lower():
-            return float(np.floor(float(line.split(":")[-1]) / 2))
-    raise RuntimeError(f"numpy.einsum_path gave no FLOP count for {equation}")
-
-
-def selective_scan_flops_ref(B: int, L: int, D: int, N: int, with_D: bool = True,
-                             with_z: bool = False) -> float:
-    """VMamba's ``flops_selective_scan_ref`` (grouped B / C): the MACs of the reference loop's
-    einsums (deltaA, deltaB_u, and per step the state update plus the C read-out) + B·D·L for
-    D (+ B·D·L for z)."""
-    flops = _einsum_macs("bdl,dn->bdln", (B, D, L), (D, N))
-    flops += _einsum_macs("bdl,bnl,bdl->bdln", (B, D, L), (B, N, L), (B, D, L))
-    flops += L * (B * D * N + _einsum_macs("bdn,bdn->bd", (B, D, N), (B, D, N)))
-    flops += B * D * L * (int(with_D) + int(with_z))
-    return flops
-
-
-def _ref_handle(inputs, outputs) -> float:
-    import kernels
-
-    s = kernels.flops.scan_shape_from_inputs(inputs)
-    return selective_scan_flops_ref(s["B"], s["L"], s["D"], s["N"], s["with_D"], s["with_z"])
-
-
-def count_gmacs_ref(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
-    """GMACs with the scan counted by the ``ref`` formula (one fvcore trace)."""
-    import kernels
-    from bench.profile_flops import _analysis
-
-    with kernels.scan_backend("shape"), torch.no_grad():
-        analysis = _analysis(model, inputs, "published")
-        analysis.set_op_handle(**{kernels.flops.SCAN_OP: _ref_handle})
-        return analysis.total() / 1e9
-
-
 # ----------------------------------------------------------------------------- measuring
 
 
-def measure(entry: ZooEntry, flops: bool = True, seed: int = 0) -> dict[str, Any]:
+def measure(entry: PublishedFigures, flops: bool = True, seed: int = 0) -> dict[str, Any]:
     """Parameters and GMACs (every convention the entry publishes, plus published / full)."""
-    from bench.profile_flops import flop_analysis
+    from bench.profile_flops import count_flops, flop_analysis
 
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -221,12 +107,12 @@ def measure(entry: ZooEntry, flops: bool = True, seed: int = 0) -> dict[str, Any
         out["by_module"] = top
         out["unsupported_ops"] = analysis["unsupported_ops"]
         if "ref" in entry.gmacs:
-            out["gmacs"]["ref"] = count_gmacs_ref(model, inputs)
+            out["gmacs"]["ref"] = count_flops(model, inputs, "ref")[0] / 1e9
     out["seconds"] = time.perf_counter() - start
     return out
 
 
-def deviations(entry: ZooEntry, measured: dict[str, Any]) -> dict[str, float]:
+def deviations(entry: PublishedFigures, measured: dict[str, Any]) -> dict[str, float]:
     """Relative deviation measured/published - 1 per quantity ("params", "gmacs_<conv>")."""
     dev = {}
     if entry.params_m:
@@ -237,12 +123,12 @@ def deviations(entry: ZooEntry, measured: dict[str, Any]) -> dict[str, float]:
     return dev
 
 
-def within_tolerance(entry: ZooEntry, measured: dict[str, Any]) -> bool:
+def within_tolerance(entry: PublishedFigures, measured: dict[str, Any]) -> bool:
     return all(abs(v) <= (entry.tol_params if k == "params" else entry.tol_flops)
                for k, v in deviations(entry, measured).items())
 
 
-def verdict(entry: ZooEntry, measured: dict[str, Any]) -> str:
+def verdict(entry: PublishedFigures, measured: dict[str, Any]) -> str:
     """The row's "ok" cell: yes / **no** against the published figures, or "—" when nothing
     was published to compare against (a measurement, not a check)."""
     if not deviations(entry, measured):
@@ -250,7 +136,7 @@ def verdict(entry: ZooEntry, measured: dict[str, Any]) -> str:
     return "yes" if within_tolerance(entry, measured) else "**no**"
 
 
-def reconstructed_note(entry: ZooEntry, measured: dict[str, Any]) -> str | None:
+def reconstructed_note(entry: PublishedFigures, measured: dict[str, Any]) -> str | None:
     """"VFE 29.21M + ASAF 3.52M + DFE 0.00M = 32.73M of 51.66M (63.4 %)", or None."""
     measured_parts = measured.get("reconstructed_params_m") or {}
     if not measured_parts:
@@ -269,7 +155,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.2f}%"
 
 
-def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
+def render(rows: list[tuple[PublishedFigures, dict[str, Any]]]) -> str:
     lines = [
         "# Model zoo: published vs measured",
         "",
@@ -348,10 +234,10 @@ def render(rows: list[tuple[ZooEntry, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def select(names: list[str] | None) -> list[ZooEntry]:
+def select(names: list[str] | None) -> list[PublishedFigures]:
     if not names:
-        return list(ZOO)
-    known = {e.system: e for e in ZOO}
+        return entries()
+    known = {e.system: e for e in entries()}
     missing = [n for n in names if n not in known]
     if missing:
         raise KeyError(f"unknown system(s) {missing}; known: {', '.join(known)}")
@@ -382,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 if a measured row is off its tolerance")
     args = parser.parse_args(argv)
     try:
-        entries = select(args.systems)
+        selected = select(args.systems)
         measured = load_measured(Path(args.measured))
     except (KeyError, ValueError) as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
-    for entry in [] if args.render_only else entries:
+    for entry in [] if args.render_only else selected:
         m = measure(entry, flops=not args.no_flops)
         print(f"{entry.system}: {m['params_m']:.3f}M, "
               + ", ".join(f"{k} {v:.2f}G" for k, v in m["gmacs"].items())
@@ -399,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "date": time.strftime("%Y-%m-%d")}
     Path(args.measured).parent.mkdir(parents=True, exist_ok=True)
     Path(args.measured).write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
-    rows = [(entry, measured.get(entry.system)) for entry in ZOO]
+    rows = [(entry, measured.get(entry.system)) for entry in entries()]
     text = render(rows)
     if args.out == "-":
         print(text)

@@ -7,9 +7,10 @@ import importlib
 import pkgutil
 
 from models.registry import (
-    FUSIONS, ENCODERS, HEADS, UnknownNameError,
+    FUSIONS, ENCODERS, HEADS, UnknownNameError, PublishedFigures,
     create_model, create_fusion, list_models, list_sizes, list_fusions, get_family, is_model,
     register_model, register_fusion, register_encoder, register_head,
+    register_published, list_published, get_published,
 )
 from models.base import SegModel, param_groups, count_params
 
@@ -21,8 +22,9 @@ for _pkg in ("backbones", "fusion", "heads", "zoo"):
 from models.pretrained import load_pretrained  # noqa: E402
 
 __all__ = [
-    "FUSIONS", "ENCODERS", "HEADS", "UnknownNameError",
+    "FUSIONS", "ENCODERS", "HEADS", "UnknownNameError", "PublishedFigures",
     "create_model", "create_fusion", "list_models", "list_sizes", "list_fusions", "get_family",
     "is_model", "register_model", "register_fusion", "register_encoder", "register_head",
+    "register_published", "list_published", "get_published",
     "SegModel", "param_groups", "count_params", "load_pretrained",
 ]

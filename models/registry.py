@@ -5,6 +5,11 @@ Models are registered one builder per size, ``@register_model`` on a function na
 ``<family>_<size>`` (``sigma_tiny``); suites address them as family x size, so
 ``create_model("sigma", size="tiny")`` and ``create_model("sigma_tiny")`` build the same thing.
 
+A builder's published figures are registered beside it, as timm's ``default_cfgs``:
+``@register_model(published=PublishedFigures(...))``, or ``@register_published(...)`` for a
+builder outside the model registry (an image classifier, a backbone alone). The model-zoo
+report (``bench.zoo_report``) builds its table from ``list_published()``.
+
 Fusion modules, encoders and heads are registered by class under a short name. A new fusion
 module is one file in ``models/fusion/`` with one ``@register_fusion("name")``; every model that
 composes its encoder and head through ``models.encdec.FusionSegmenter`` can use it at once.
@@ -12,7 +17,7 @@ composes its encoder and head through ``models.encdec.FusionSegmenter`` can use 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from models.errors import UserError
@@ -36,6 +41,77 @@ def _unknown(kind: str, name: str, known: list[str]) -> UnknownNameError:
     )
 
 
+# ----------------------------------------------------------------------------- published
+
+
+@dataclass(frozen=True)
+class PublishedFigures:
+    """What a paper or release publishes about one system, and how to measure ours alike.
+
+    ``inputs`` (input name -> shape, batch included) is the published measurement's input; a
+    system without one (accuracy figures only) is no row of the model-zoo report. ``params_m``
+    is in millions, ``gmacs`` maps a FLOP convention (kernels/flops.py) to GMACs; ``extra``
+    holds any other published figure (accuracy, the parts' parameter counts) for the tests.
+    ``builder`` is filled in at registration: the registered model's name, or
+    ``"module:function"``."""
+
+    system: str
+    builder: str = ""
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params_m: float | None = None
+    gmacs: dict[str, float] = field(default_factory=dict)
+    #: keyword arguments of the builder for the published configuration (e.g. the classes)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    #: relative tolerances (parameters, FLOPs)
+    tol_params: float = 1e-3
+    tol_flops: float = 1e-2
+    #: parameter-name prefixes not counted: training-only parts (auxiliary heads) that the
+    #: published inference counts leave out
+    exclude_params: tuple[str, ...] = ()
+    #: module name -> parameter-name prefixes of modules the upstream code uses but never
+    #: defines, so ours are reconstructions (counted in the row, and named beside it)
+    reconstructed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def input_text(self) -> str:
+        return " + ".join("×".join(str(s) for s in shape[1:]) for shape in self.inputs.values())
+
+
+_PUBLISHED: dict[str, PublishedFigures] = {}
+
+
+def _add_published(figures: PublishedFigures, builder: str) -> PublishedFigures:
+    if figures.system in _PUBLISHED:
+        raise ValueError(f"published figures of {figures.system!r} registered twice")
+    figures = replace(figures, builder=builder)
+    _PUBLISHED[figures.system] = figures
+    return figures
+
+
+def register_published(figures: PublishedFigures):
+    """Register the published figures of a builder outside the model registry (called as
+    ``module:function``); a registered model takes them as ``register_model(published=)``."""
+
+    def wrap(f: Callable) -> Callable:
+        _add_published(figures, f"{f.__module__}:{f.__name__}")
+        return f
+
+    return wrap
+
+
+def list_published() -> list[PublishedFigures]:
+    """Every system's published figures, in registration order (models/ is imported folder by
+    folder, each folder's files in name order)."""
+    return list(_PUBLISHED.values())
+
+
+def get_published(system: str) -> PublishedFigures:
+    if system not in _PUBLISHED:
+        raise _unknown("system", system, list(_PUBLISHED))
+    return _PUBLISHED[system]
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -47,6 +123,8 @@ class ModelFamily:
     default_fusion: str | None = None
     #: modality kinds the family accepts: "rgbx" (image + auxiliary image) or "text"
     task: str = "rgbx"
+    #: size -> the figures its paper publishes (``register_model(published=)``)
+    published: dict[str, PublishedFigures] = field(default_factory=dict)
 
 
 _MODELS: dict[str, ModelFamily] = {}
@@ -54,8 +132,9 @@ _MODELS: dict[str, ModelFamily] = {}
 
 def register_model(fn: Callable | None = None, *, family: str | None = None,
                    size: str | None = None, default_fusion: str | None = None,
-                   task: str = "rgbx"):
-    """Register a builder ``fn(**kwargs) -> nn.Module`` for one size of one family.
+                   task: str = "rgbx", published: PublishedFigures | None = None):
+    """Register a builder ``fn(**kwargs) -> nn.Module`` for one size of one family, with the
+    figures its paper publishes for that size (``published``), if any.
 
     Without ``family``/``size`` the function name is split at its last underscore."""
 
@@ -71,6 +150,8 @@ def register_model(fn: Callable | None = None, *, family: str | None = None,
         entry.task = task
         if default_fusion is not None:
             entry.default_fusion = default_fusion
+        if published is not None:
+            entry.published[sz] = _add_published(published, f"{fam}_{sz}")
         return f
 
     return wrap(fn) if fn is not None else wrap

@@ -270,7 +270,7 @@ def export_synrgbx(root: str | Path, *, flavour: str = "depth", size: int = 64, 
         (root / f"{split}.txt").write_text("\n".join(stems) + "\n")
     meta = {"dataset": "SynRGBX", "classes": list(CLASSES), "palette": [list(c) for c in PALETTE],
             "ignore_index": IGNORE_INDEX, "xor_pair": list(XOR_PAIR), "counts": counts,
-            **options, "spec": "shared/specs/datasets.md section 4"}
+            **options, "design": "docs/datasets.md"}
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return root
 

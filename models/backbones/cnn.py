@@ -7,8 +7,11 @@ high objects).
 """
 from __future__ import annotations
 
+import functools
+
 import torch.nn as nn
 
+from models.layers import ConvNormAct
 from models.registry import register_encoder
 
 CNN_WIDTHS = {
@@ -18,11 +21,8 @@ CNN_WIDTHS = {
 }
 
 
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> ConvNormAct:
+    return ConvNormAct(c_in, c_out, 3, stride, act=functools.partial(nn.ReLU, inplace=True))
 
 
 @register_encoder("cnn")

@@ -31,12 +31,14 @@ Upstream details reproduced or left out, deliberately:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn as nn
 
 from models.backbones.mamba_block import MambaMixer
+from models.layers import ConvNormAct, trunc_normal_init_
 from models.registry import register_encoder
 
 #: per size: stage widths, blocks per stage, FFN ratios, SSM state size, stem width
@@ -54,27 +56,6 @@ SAMBA_SIZES: dict[str, dict] = {
 MIX_TOKEN_UNIT = 8  # upstream ``pooling_scale``: the MixToken box is cut in units of 8 tokens
 
 
-def samba_init_weights(module: nn.Module, upstream_init: bool = False) -> None:
-    """Upstream ``_init_weights``: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0),
-    Conv2d normal(0, sqrt(2 / fan_out)) with zero bias. Without ``upstream_init`` the layers
-    whose bias is marked ``_no_reinit`` (Mamba's dt_proj) keep their initialisation."""
-    if isinstance(module, nn.Linear):
-        if not upstream_init and getattr(module.bias, "_no_reinit", False):
-            return
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
-        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-        fan_out //= module.groups
-        module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-        if module.bias is not None:
-            module.bias.data.zero_()
-
-
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, H*W, C) raster tokens -> (B, C, H, W)."""
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
@@ -87,8 +68,9 @@ class SambaStem(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, k, s in [(in_chans, 7, 2), (hidden_dim, 3, 1), (hidden_dim, 3, 1)]:
-            layers += [nn.Conv2d(c_in, hidden_dim, k, stride=s, padding=k // 2, bias=False),
-                       nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True)]
+            # spliced into one Sequential: upstream's keys are ``conv.0`` .. ``conv.8``
+            layers += ConvNormAct(c_in, hidden_dim, k, s,
+                                  act=functools.partial(nn.ReLU, inplace=True))
         self.conv = nn.Sequential(*layers)
         self.proj = nn.Conv2d(hidden_dim, out_dim, 3, stride=2, padding=1)
         self.norm = nn.LayerNorm(out_dim)
@@ -202,7 +184,10 @@ class SambaEncoder(nn.Module):
             setattr(self, f"patch_embed{i + 1}", embed)
             setattr(self, f"block{i + 1}", blocks)
             setattr(self, f"norm{i + 1}", nn.LayerNorm(dims[i]))
-        self.apply(lambda m: samba_init_weights(m, upstream_init))
+        # upstream ``_init_weights`` (PVTv2's), convs included; without ``upstream_init`` Mamba's
+        # dt_proj keeps mamba_simple's initialisation (module docstring)
+        self.apply(functools.partial(trunc_normal_init_, conv_fan_out=True,
+                                     keep_no_reinit=not upstream_init))
 
     def mix_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Upstream MixToken on the stem output x (B, H, W, C): a box drawn as in ``rand_bbox``

@@ -36,24 +36,7 @@ import torch.nn.functional as F
 
 import kernels
 from models.backbones.mamba_block import inverse_softplus
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (Huang et al. 2016), as timm's ``DropPath``."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = float(drop_prob)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
+from models.layers import DropPath, Mlp
 
 
 def resolve_dt_rank(dt_rank: int | str, d_model: int) -> int:
@@ -162,20 +145,6 @@ class SS2D(nn.Module):
         if z is not None:
             y = y * F.silu(z)
         return self.dropout(self.out_proj(y))
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2 (VMamba v2's MLP branch; key names fc1 / fc2)."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 #: per block version: z gate, dwconv bias, d_state, MLP ratio (VMamba v0: 2024-02 checkpoints;

@@ -45,7 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.backbones.ss2d import SS2D, VSSBlock, DropPath  # noqa: F401  (re-exported)
+from models.backbones.ss2d import SS2D, VSSBlock  # noqa: F401  (re-exported)
+from models.layers import trunc_normal_init_
 from models.registry import register_encoder
 
 
@@ -180,17 +181,6 @@ class VSSLayer(nn.Module):
         self.downsample = downsample
 
 
-def vmamba_init_weights(module: nn.Module) -> None:
-    """Upstream ``VSSM._init_weights``: Linear trunc_normal(0.02) + zero bias, LN (1, 0)."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 @register_encoder("vmamba")
 class VMambaEncoder(nn.Module):
     """VMamba backbone with per-stage outputs (see module docstring for the interface)."""
@@ -226,7 +216,7 @@ class VMambaEncoder(nn.Module):
         if out_norms:
             for i, dim in enumerate(dims):
                 self.add_module(f"outnorm{i}", nn.LayerNorm(dim))
-        self.apply(vmamba_init_weights)
+        self.apply(trunc_normal_init_)  # upstream VSSM._init_weights
 
     # ------------------------------------------------------------------ per-stage stepping
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,16 @@ A fusion module (a ``FusionModule`` subclass) is built for all encoder stages at
 
 Stream "a" is the primary image ("rgb"), stream "b" the auxiliary one ("x"), or text features
 for fusions with ``pairs_with = "text"``.
+
+A ``stage`` fusion may also feed back into the encoders (``feeds_back = True``, Mamba-Diffusion's
+``dcf`` / ``ds_s4`` / ``dcf+ds_s4``): an encoder that steps through its stages (Mamba-Diffusion's,
+models/zoo/mamba_diffusion.py) then calls, at stage i, on channels-last streams (B, H, W, C_i),
+
+    a, b  = interact(i, a, b)    the streams both encoders continue from
+    fused = merge(i, a, b)       the stage's fused feature for the head, channels-first
+
+while any other encoder calls ``forward`` only. The defaults (streams unchanged, ``merge`` =
+``forward``) make every stage fusion usable in both.
 """
 from __future__ import annotations
 
@@ -39,9 +49,25 @@ class FusionModule(nn.Module):
     def num_stages(self) -> int:
         return len(self.channels)
 
+    #: stage fusions: True when the streams should continue from ``interact``'s outputs in
+    #: an encoder that supports it (module docstring); False: the streams run unchanged
+    feeds_back: bool = False
+
     # stage fusion
     def forward(self, stage_index: int, feat_a: torch.Tensor, feat_b: torch.Tensor):
         raise NotImplementedError(f"{type(self).__name__} is a {self.kind!r} fusion")
+
+    # stage fusion that feeds back (``feeds_back``)
+    def interact(self, stage_index: int, a: torch.Tensor,
+                 b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channels-last streams (B, H, W, C_i) -> the streams the encoders continue from;
+        by default unchanged."""
+        return a, b
+
+    def merge(self, stage_index: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Channels-last streams (``interact``'s outputs) -> the stage's fused feature,
+        channels-first (B, C_i, H_i, W_i); by default ``forward`` on the streams."""
+        return self(stage_index, a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2))
 
     # input fusion
     def input_channels(self, c_a: int, c_b: int) -> int:

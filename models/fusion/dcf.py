@@ -47,9 +47,9 @@ import torch
 import torch.nn as nn
 
 import kernels
-from models.backbones.ss2d import DropPath, Mlp, add_directional_ssm_params, resolve_dt_rank
-from models.backbones.vmamba import vmamba_init_weights
+from models.backbones.ss2d import add_directional_ssm_params, resolve_dt_rank
 from models.fusion.base import FusionModule
+from models.layers import DropPath, Mlp, trunc_normal_init_
 from models.registry import register_fusion
 
 K_DIRECTIONS = 4
@@ -176,13 +176,13 @@ def stage_depths(depths: int | Sequence[int], num_stages: int, name: str) -> lis
 class PairedStreamFusion(FusionModule):
     """Stage fusion by paired-stream blocks plus per-stream output norms (module docstring).
 
-    Subclasses list their block kinds in ``block_kinds``: ("dcf",), ("ds_s4",) or both."""
+    Subclasses map their block kinds, in the order the blocks run, to the mixer each block
+    builds in ``mixers``: {"dcf": DCFMixer}, {"ds_s4": DSS4Mixer} or both."""
 
-    block_kinds: tuple[str, ...] = ()
+    mixers: dict[str, type[PairedMixerBase]] = {}
     #: default depths per kind for a 4-stage encoder (the paper's), else 2 per stage for DCF
     DEFAULT_DEPTHS = {"dcf": (2, 2, 2, 2), "ds_s4": (2, 2, 4, 2)}
-    #: Mamba-Diffusion's encoder feeds ``interact``'s outputs back into the streams
-    feeds_back = True
+    feeds_back = True  # Mamba-Diffusion's encoder continues from ``interact``'s streams
 
     def __init__(self, channels: list[int], dcf_depths: int | Sequence[int] | None = None,
                  ds_s4_depths: int | Sequence[int] | None = None, d_state: int = 1,
@@ -190,14 +190,11 @@ class PairedStreamFusion(FusionModule):
                  drop_path_rate: float = 0.0, schedule_len: int | None = None,
                  upstream_unused: bool = False, backend: str = "auto"):
         super().__init__(channels)
-        from models.fusion.ds_s4 import DSS4Mixer   # the sibling module imports this one
-
-        mixers = {"dcf": DCFMixer, "ds_s4": DSS4Mixer}
         given = {"dcf": dcf_depths, "ds_s4": ds_s4_depths}
         n = len(channels)
         self.blocks = nn.ModuleList(nn.ModuleList() for _ in channels)
         self.depths = {}
-        for kind in self.block_kinds:
+        for kind, mixer in self.mixers.items():
             depths = given[kind]
             if depths is None:
                 depths = self.DEFAULT_DEPTHS[kind] if n == 4 else 2
@@ -208,22 +205,22 @@ class PairedStreamFusion(FusionModule):
                 mixer_kw = dict(d_state=d_state, ssm_ratio=ssm_ratio, conv_bias=conv_bias,
                                 upstream_unused=upstream_unused, backend=backend)
                 self.blocks[i].extend(
-                    PairedBlock(lambda dim=dim: mixers[kind](dim, **mixer_kw), dim, rate,
+                    PairedBlock(lambda dim=dim: mixer(dim, **mixer_kw), dim, rate,
                                 mlp_ratio)
                     for rate in rates[i])
         self.outnorm_a = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.outnorm_b = nn.ModuleList(nn.LayerNorm(c) for c in channels)
-        self.apply(vmamba_init_weights)  # upstream VSSM._init_weights
+        self.apply(trunc_normal_init_)  # upstream VSSM._init_weights
 
     def interact(self, i: int, a: torch.Tensor, b: torch.Tensor):
-        """Channels-last streams (B, H, W, C_i) -> the streams with the fusion residual added."""
+        """The streams with the fusion residual added (``FusionModule.interact``)."""
         fa, fb = a, b
         for block in self.blocks[i]:
             fa, fb = block(fa, fb)
         return a + fa, b + fb
 
     def merge(self, i: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Channels-last streams -> the fused stage feature, channels-first."""
+        """LN_a(a) + LN_b(b), channels-first (``FusionModule.merge``)."""
         out = self.outnorm_a[i](a) + self.outnorm_b[i](b)
         return out.permute(0, 3, 1, 2).contiguous()
 
@@ -237,4 +234,4 @@ class PairedStreamFusion(FusionModule):
 class DCFFusion(PairedStreamFusion):
     summary = ("Mamba-Diffusion DCF: SS2D whose reversed scans take Δ, B, C from the other "
                "stream, + MLP; residual into both streams, LN_a + LN_b")
-    block_kinds = ("dcf",)
+    mixers = {"dcf": DCFMixer}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from models.fusion.dcf import PairedMixerBase, PairedStreamFusion
+from models.fusion.dcf import DCFMixer, PairedMixerBase, PairedStreamFusion
 from models.registry import register_fusion
 
 
@@ -50,10 +50,10 @@ class DSS4Mixer(PairedMixerBase):
 class DSS4Fusion(PairedStreamFusion):
     summary = ("Mamba-Diffusion DS-S4: shared SS2D over both streams, gated by the stream's own "
                "z, + MLP, residual into both streams, LN_a + LN_b")
-    block_kinds = ("ds_s4",)
+    mixers = {"ds_s4": DSS4Mixer}
 
 
 @register_fusion("dcf+ds_s4")
 class DCFDSS4Fusion(PairedStreamFusion):
     summary = "Mamba-Diffusion's fusion: DCF blocks then DS-S4 blocks at every stage"
-    block_kinds = ("dcf", "ds_s4")
+    mixers = {"dcf": DCFMixer, "ds_s4": DSS4Mixer}

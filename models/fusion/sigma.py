@@ -39,9 +39,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from models.backbones.ss2d import (DropPath, add_directional_ssm_params, directional_ssm,
-                                   init_A_log, init_dt_bias, resolve_dt_rank)
+from models.backbones.ss2d import (add_directional_ssm_params, directional_ssm, init_A_log,
+                                   init_dt_bias, resolve_dt_rank)
 from models.fusion.base import FusionModule
+from models.layers import DropPath
 from models.registry import register_fusion
 
 

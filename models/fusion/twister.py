@@ -41,33 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.backbones.ss2d import SS2D, DropPath
+from models.backbones.ss2d import SS2D
 from models.fusion.base import FusionModule
+from models.layers import DropPath, ImageTextCorr
 from models.registry import register_fusion
 from models.text_encoder import TextFeatures
-
-
-class ImageTextCorr(nn.Module):
-    """Local text features from the image-token cost volume (module docstring); channels-last
-    in and out: feat (B, H, W, C), tokens (B, T, D_t) -> (B, H, W, out_dim)."""
-
-    def __init__(self, visual_dim: int, text_dim: int, hidden_dim: int, out_dim: int,
-                 num_tokens: int):
-        super().__init__()
-        self.num_tokens = num_tokens
-        self.vis_proj = nn.Sequential(nn.Linear(visual_dim, hidden_dim), nn.GELU())
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, hidden_dim), nn.GELU())
-        self.cost_conv = nn.Sequential(nn.Conv2d(num_tokens, hidden_dim, 3, padding=1),
-                                       nn.GELU())
-        self.out_proj = nn.Linear(hidden_dim, out_dim)
-
-    def forward(self, feat: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] != self.num_tokens:
-            raise ValueError(f"ImageTextCorr was built for {self.num_tokens} tokens (one cost "
-                             f"channel each) but got {tokens.shape[1]}; set the fusion's "
-                             f"num_tokens to the dataset's token count")
-        cost = torch.einsum("bhwc,btc->bthw", self.vis_proj(feat), self.text_proj(tokens))
-        return self.out_proj(self.cost_conv(cost).permute(0, 2, 3, 1))
 
 
 class ChannelScan(nn.Module):

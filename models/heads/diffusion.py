@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from models.heads.diffusion_attn import DeformableHeadWithTime
 from models.heads.fpn_neck import FPNMergeNeck
+from models.layers import kaiming_fan_out_
 from models.losses import cross_entropy
 
 
@@ -90,9 +91,7 @@ class DiffusionMaskHead(nn.Module):
         self.neck = FPNMergeNeck(in_channels, channels, num_groups)
         self.embedding_table = nn.Embedding(num_classes + 1, channels)
         self.transform = nn.Conv2d(2 * channels, channels, 1)
-        # mmcv ConvModule's init (no norm, so it keeps its bias): Kaiming-normal fan_out, bias 0
-        nn.init.kaiming_normal_(self.transform.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.transform.bias)
+        kaiming_fan_out_(self.transform)  # mmcv ConvModule's init (no norm: it keeps its bias)
         time_dim = 4 * channels
         self.time_mlp = nn.Sequential(
             LearnedSinusoidalEmbedding(learned_sinusoidal_dim),

@@ -18,27 +18,27 @@ Convolutions are Kaiming-normal (fan_out, ReLU) with unit/zero GroupNorm, which 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.layers import ConvNormAct, kaiming_fan_out_
 
-class ConvGN(nn.Module):
-    """mmcv ``ConvModule(norm_cfg=GN, act_cfg=None)``: conv without bias -> GroupNorm."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 num_groups: int = 32):
-        super().__init__()
-        if out_channels % num_groups:
-            raise ValueError(f"GroupNorm: {out_channels} channels do not split into "
-                             f"{num_groups} groups; pass num_groups dividing the neck width")
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                              bias=False)
-        self.gn = nn.GroupNorm(num_groups, out_channels)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gn(self.conv(x))
+def conv_gn(in_channels: int, out_channels: int, kernel_size: int,
+            num_groups: int = 32) -> ConvNormAct:
+    """mmcv ``ConvModule(norm_cfg=GN, act_cfg=None)``: conv without bias -> GroupNorm (keys
+    ``conv``, ``gn``), Kaiming-normal (fan_out) as mmcv's init."""
+    if out_channels % num_groups:
+        raise ValueError(f"GroupNorm: {out_channels} channels do not split into "
+                         f"{num_groups} groups; pass num_groups dividing the neck width")
+    block = ConvNormAct(in_channels, out_channels, kernel_size,
+                        norm=functools.partial(nn.GroupNorm, num_groups), act=None,
+                        names=("conv", "gn", "act"))
+    kaiming_fan_out_(block.conv)
+    return block
 
 
 class FPN(nn.Module):
@@ -47,9 +47,9 @@ class FPN(nn.Module):
     def __init__(self, in_channels: list[int], out_channels: int = 256, num_groups: int = 32):
         super().__init__()
         self.in_channels = list(in_channels)
-        self.lateral_convs = nn.ModuleList(ConvGN(c, out_channels, 1, num_groups)
+        self.lateral_convs = nn.ModuleList(conv_gn(c, out_channels, 1, num_groups)
                                            for c in in_channels)
-        self.fpn_convs = nn.ModuleList(ConvGN(out_channels, out_channels, 3, num_groups)
+        self.fpn_convs = nn.ModuleList(conv_gn(out_channels, out_channels, 3, num_groups)
                                        for _ in in_channels)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -67,7 +67,7 @@ class MultiStageMerging(nn.Module):
 
     def __init__(self, in_channels: list[int], out_channels: int = 256, num_groups: int = 32):
         super().__init__()
-        self.down = ConvGN(sum(in_channels), out_channels, 1, num_groups)
+        self.down = conv_gn(sum(in_channels), out_channels, 1, num_groups)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]

@@ -25,21 +25,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.fusion.asaf import ASAF, SpatialAttention
+from models.layers import ASAF, ConvNormAct, SpatialAttention
 from models.registry import register_head
 
 DEFAULT_DILATIONS = ((1, 3, 5), (3, 5, 7), (5, 7, 9), (7, 9, 11))
 
 
-class ConvBNReLU6(nn.Sequential):
+def conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: int = 1,
+                  dilation: int = 1, groups: int = 1, bias: bool = False,
+                  act: bool = True) -> ConvNormAct:
     """conv -> BN -> ReLU6 (upstream ``ConvBNReLU``; ``act=False`` gives ``ConvBN``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 dilation: int = 1, groups: int = 1, bias: bool = False, act: bool = True):
-        layers = [nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias, dilation=dilation,
-                            padding=dilation * (kernel_size - 1) // 2, groups=groups),
-                  nn.BatchNorm2d(out_channels)]
-        super().__init__(*layers, *([nn.ReLU6()] if act else []))
+    return ConvNormAct(in_channels, out_channels, kernel_size, dilation=dilation, groups=groups,
+                       bias=bias, act=nn.ReLU6 if act else None)
 
 
 class DilatedBranch(nn.Sequential):
@@ -48,8 +45,8 @@ class DilatedBranch(nn.Sequential):
 
     def __init__(self, reduced: int, dim: int, dilation: int, kernel_size: int = 3):
         super().__init__(
-            ConvBNReLU6(reduced, reduced, kernel_size, dilation, groups=reduced, bias=True),
-            ConvBNReLU6(reduced, dim, 1, bias=True))
+            conv_bn_relu6(reduced, reduced, kernel_size, dilation, groups=reduced, bias=True),
+            conv_bn_relu6(reduced, dim, 1, bias=True))
 
 
 class SEChannelBranch(nn.Sequential):
@@ -65,10 +62,10 @@ class EnhancedFFN(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = ConvBNReLU6(dim, hidden, 1)
-        self.dw5 = ConvBNReLU6(hidden, hidden, 5, groups=hidden)
-        self.dw3 = ConvBNReLU6(hidden, hidden, 3, groups=hidden)
-        self.fc2 = ConvBNReLU6(hidden, dim, 1, act=False)
+        self.fc1 = conv_bn_relu6(dim, hidden, 1)
+        self.dw5 = conv_bn_relu6(hidden, hidden, 5, groups=hidden)
+        self.dw3 = conv_bn_relu6(hidden, hidden, 3, groups=hidden)
+        self.fc2 = conv_bn_relu6(hidden, dim, 1, act=False)
         self.act = nn.ReLU6()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,11 +81,11 @@ class PooledDilationPyramid(nn.Module):
     def __init__(self, dim: int, fc_ratio: int = 4, dilations=(3, 5, 7), pool_size: int = 16):
         super().__init__()
         reduced = dim // fc_ratio
-        self.reduce = ConvBNReLU6(dim, reduced, 1, bias=True)
+        self.reduce = conv_bn_relu6(dim, reduced, 1, bias=True)
         self.dilated = nn.ModuleList(DilatedBranch(reduced, dim, d) for d in dilations)
-        self.pointwise = nn.Sequential(ConvBNReLU6(reduced, reduced, 1, bias=True),
-                                       ConvBNReLU6(reduced, dim, 1, bias=True))
-        self.merge = ConvBNReLU6(dim, dim, 1, bias=True)
+        self.pointwise = nn.Sequential(conv_bn_relu6(reduced, reduced, 1, bias=True),
+                                       conv_bn_relu6(reduced, dim, 1, bias=True))
+        self.merge = conv_bn_relu6(dim, dim, 1, bias=True)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,14 +145,14 @@ class MAFHead(nn.Module):
                  dropout: float = 0.1):
         super().__init__()
         reduced = dim // fc_ratio
-        self.reduce = ConvBNReLU6(dim, reduced, 1, bias=True)
+        self.reduce = conv_bn_relu6(dim, reduced, 1, bias=True)
         self.dilated = nn.ModuleList(DilatedBranch(reduced, dim, d) for d in dilations)
-        self.merge = ConvBNReLU6(dim, dim, 1, bias=True)
+        self.merge = conv_bn_relu6(dim, dim, 1, bias=True)
         self.channel_attention = SEChannelBranch(dim, fc_ratio)
         self.spatial_attention = SpatialAttention(5)
         self.classify = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim),
-            ConvBNReLU6(dim, dim, 1),                      # upstream SeparableConvBNReLU
+            conv_bn_relu6(dim, dim, 1),                      # upstream SeparableConvBNReLU
             nn.Dropout2d(dropout),
             nn.Conv2d(dim, num_classes, 1, bias=False))
 
@@ -171,7 +168,7 @@ class AuxHead(nn.Sequential):
     """Deep-supervision head: 3x3 CBR6 -> Dropout2d -> 1x1 (with bias) to classes."""
 
     def __init__(self, dim: int, channels: int, num_classes: int, dropout: float):
-        super().__init__(ConvBNReLU6(dim, channels, 3), nn.Dropout2d(dropout),
+        super().__init__(conv_bn_relu6(dim, channels, 3), nn.Dropout2d(dropout),
                          nn.Conv2d(channels, num_classes, 1))
 
 
@@ -193,15 +190,15 @@ class HFPDecoder(nn.Module):
         def block(dils):
             return HFPBlock(dim, num_heads, mlp_ratio, pool_size, dils)
 
-        self.reduce_f4 = ConvBNReLU6(c4, dim, 1)
-        self.reduce_f3 = ConvBNReLU6(c3, dim, 1)
+        self.reduce_f4 = conv_bn_relu6(c4, dim, 1)
+        self.reduce_f3 = conv_bn_relu6(c3, dim, 1)
         self.block4 = block(dilations[0])
         self.fuse3 = ASAF(dim)
         self.block3 = block(dilations[1])
-        self.project_f2 = nn.Identity() if c2 == dim else ConvBNReLU6(c2, dim, 1)
+        self.project_f2 = nn.Identity() if c2 == dim else conv_bn_relu6(c2, dim, 1)
         self.fuse2 = ASAF(dim)
         self.block2 = block(dilations[2])
-        self.reduce_to_f1 = ConvBNReLU6(dim, c1, 1, act=False)
+        self.reduce_to_f1 = conv_bn_relu6(dim, c1, 1, act=False)
         self.fuse1 = ASAF(c1)
         self.seg_head = MAFHead(c1, num_classes, fc_ratio, dilations[3], dropout)
         self.aux_head3 = AuxHead(dim, aux_channels, num_classes, dropout)

@@ -30,14 +30,12 @@ the Mamba head keeps PyTorch's defaults, as upstream.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from models.backbones.ss2d import VSSBlock
-from models.fusion.twister import ImageTextCorr
+from models.layers import ConvNormAct, ImageTextCorr, fan_out_normal_
 from models.registry import register_head
 from models.text_encoder import TextFeatures
 
@@ -46,24 +44,15 @@ def _up_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def _fan_out_init(conv: nn.Conv2d) -> None:
-    fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
-    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
+def conv_bn(c_in: int, c_out: int, act: type[nn.Module] | None = None) -> ConvNormAct:
+    """Upstream ``Conv2d_BN``: 1x1 conv (no bias) - BN - optional activation (its key names)."""
+    return ConvNormAct(c_in, c_out, 1, act=act, names=("conv", "bn", "act"))
 
 
-class ConvBN(nn.Module):
-    """1x1 conv (no bias) - BN (1, 0) - optional activation (upstream ``Conv2d_BN``, its names)."""
-
-    def __init__(self, c_in: int, c_out: int, act: type[nn.Module] | None = None):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-        self.act = act() if act is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+def conv_bn_relu(c_in: int, c_out: int, bias: bool = True) -> ConvNormAct:
+    """conv3x3 - BN - ReLU; spliced (``*conv_bn_relu(..)``) where upstream's keys index one flat
+    ``nn.Sequential``."""
+    return ConvNormAct(c_in, c_out, 3, bias=bias)
 
 
 class MixBlock(nn.Module):
@@ -71,21 +60,17 @@ class MixBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
-        self.conv1 = ConvBN(c_in, c_in, nn.Hardswish)
+        self.conv1 = conv_bn(c_in, c_in, nn.Hardswish)
         self.dwconv = nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False)
         self.norm = nn.BatchNorm2d(c_in)
         self.act = nn.Hardswish()
-        self.conv2 = ConvBN(c_in, c_out)
+        self.conv2 = conv_bn(c_in, c_out)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                _fan_out_init(module)
+                fan_out_normal_(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.act(self.norm(self.dwconv(self.conv1(x)))))
-
-
-def conv_bn_relu(c_in: int, c_out: int, bias: bool = True) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 @register_head("remamber_conv")
@@ -170,7 +155,7 @@ class ReMamberMambaHead(nn.Module):
         last = dims[-1] // 2
         self.proj_out = nn.Sequential(  # nested as upstream (its key names)
             nn.Upsample(scale_factor=2, mode="bilinear"),
-            nn.Sequential(*conv_bn_relu(last, last, bias=False)),
+            conv_bn_relu(last, last, bias=False),
             nn.Conv2d(last, num_classes, 3, padding=1))
 
     def forward(self, features: list[torch.Tensor], text: TextFeatures | None = None):

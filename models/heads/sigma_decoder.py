@@ -31,7 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.backbones.ss2d import SS2D, DropPath
+from models.backbones.ss2d import SS2D
+from models.layers import DropPath
 from models.registry import register_head
 
 

@@ -17,10 +17,13 @@ configs' SyncBN (identical on one process). Initialisation follows mmcv: convs K
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.layers import MMCV_NAMES, ConvNormAct, kaiming_fan_out_
 from models.registry import register_head
 
 
@@ -28,25 +31,16 @@ def resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class ConvModule(nn.Module):
-    """mmcv's ConvModule with BN and ReLU: conv (bias only without a norm) -> bn -> activate."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
-                 dilation: int = 1, norm: bool = True, act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding,
-                              dilation=dilation, bias=not norm)
-        self.bn = nn.BatchNorm2d(out_channels) if norm else None
-        self.activate = nn.ReLU(inplace=True) if act else None
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        if self.conv.bias is not None:
-            nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x)
-        return self.activate(x) if self.activate is not None else x
+def conv_module(in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
+                dilation: int = 1, norm: bool = True, act: bool = True) -> ConvNormAct:
+    """mmcv's ``ConvModule`` with BN and ReLU: conv (bias only without a norm) -> bn -> activate,
+    its key names and its initialisation (Kaiming-normal fan_out, zero bias)."""
+    block = ConvNormAct(in_channels, out_channels, kernel_size, padding=padding,
+                        dilation=dilation, norm=nn.BatchNorm2d if norm else None,
+                        act=functools.partial(nn.ReLU, inplace=True) if act else None,
+                        names=MMCV_NAMES)
+    kaiming_fan_out_(block.conv)
+    return block
 
 
 class SegClassifier(nn.Module):
@@ -67,7 +61,8 @@ class PyramidPoolingModule(nn.ModuleList):
     """PSPNet's PPM: per scale AdaptiveAvgPool(s) -> 1x1 ConvModule, resized to the input."""
 
     def __init__(self, pool_scales, in_channels: int, channels: int):
-        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels, channels, 1))
+        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s),
+                                       conv_module(in_channels, channels, 1))
                          for s in pool_scales)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -84,12 +79,12 @@ class UPerHead(SegClassifier):
         super().__init__(channels, num_classes, dropout)
         self.in_channels = list(in_channels)
         self.psp_modules = PyramidPoolingModule(pool_scales, in_channels[-1], channels)
-        self.bottleneck = ConvModule(in_channels[-1] + len(pool_scales) * channels, channels, 3,
+        self.bottleneck = conv_module(in_channels[-1] + len(pool_scales) * channels, channels, 3,
                                      padding=1)
-        self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_channels[:-1])
-        self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3, padding=1)
+        self.lateral_convs = nn.ModuleList(conv_module(c, channels, 1) for c in in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(conv_module(channels, channels, 3, padding=1)
                                        for _ in in_channels[:-1])
-        self.fpn_bottleneck = ConvModule(len(in_channels) * channels, channels, 3, padding=1)
+        self.fpn_bottleneck = conv_module(len(in_channels) * channels, channels, 3, padding=1)
 
     def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(torch.cat([x, *self.psp_modules(x)], dim=1))
@@ -115,7 +110,7 @@ class FCNHead(SegClassifier):
         super().__init__(channels, num_classes, dropout)
         self.in_index = in_index
         pad = kernel_size // 2 * dilation
-        convs = [ConvModule(in_channels[in_index] if i == 0 else channels, channels, kernel_size,
+        convs = [conv_module(in_channels[in_index] if i == 0 else channels, channels, kernel_size,
                             padding=pad, dilation=dilation) for i in range(num_convs)]
         self.convs = nn.Sequential(*convs) if convs else nn.Identity()
 

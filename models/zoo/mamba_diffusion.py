@@ -66,7 +66,7 @@ from models.fusion.dcf import PairedStreamFusion
 from models.heads.diffusion import DiffusionMaskHead
 from models.heads.upernet import FCNHead
 from models.losses import cross_entropy
-from models.registry import FUSIONS, register_model
+from models.registry import FUSIONS, PublishedFigures, register_model, register_published
 
 #: per size: VMamba config, fusion depths, head settings, aux channels, upstream unused weights
 MAMBA_DIFFUSION_SIZES: dict[str, dict[str, Any]] = {
@@ -85,19 +85,17 @@ MAMBA_DIFFUSION_SIZES: dict[str, dict[str, Any]] = {
                  aux_channels=16, upstream_unused=False, modalities={"rgb": 3, "x": 1}),
 }
 
-#: figures from docs/models.md, "Mamba-Diffusion", for the zoo report (published-vs-measured
-#: rows). The backbone count is a figure computed from the upstream classes (the paper
-#: publishes no parameters, FLOPs or FPS); the mIoU values are the paper's (figs/results.png).
-PUBLISHED = {
-    "base": {
-        "backbone_params": 410.3e6,
-        "backbone_params_parts": {"stream_a_blocks": 87.45e6, "stream_b_blocks": 87.45e6,
-                                  "dcf": 95.38e6, "ds_s4": 139.87e6},
-        "flops": None,
-        "miou": {"whu_opt_sar": 59.21, "hunan": 53.06},
-        "source": "specs/models.md section 3 ([computed] params; paper figure mIoU)",
-    },
-}
+#: the backbone's figures (``mamba_diffusion_backbone``, registered below): its count is
+#: computed from the upstream classes (the paper publishes no parameters, FLOPs or FPS), here
+#: with its parts; the mIoU values are the paper's (figs/results.png), of the whole model
+PUBLISHED = PublishedFigures(
+    "Mamba-Diffusion backbone", inputs={"rgb": (1, 4, 256, 256), "x": (1, 1, 256, 256)},
+    params_m=410.3, tol_params=0.01,
+    source="docs/models.md, 'Mamba-Diffusion' ([computed] from the upstream classes, counting "
+           "upstream's unused fusion projections; no FLOPs published)",
+    extra={"params_parts_m": {"stream_a_blocks": 87.45, "stream_b_blocks": 87.45,
+                              "dcf": 95.38, "ds_s4": 139.87},
+           "miou": {"whu_opt_sar": 59.21, "hunan": 53.06}})
 
 #: the diffusion defaults of the paper's config (``DDP`` segmentor)
 DIFFUSION_DEFAULTS = dict(timesteps=3, bit_scale=0.01)
@@ -171,7 +169,7 @@ class MambaDiffusion(FusionSegmenter):
         modalities = modalities or dict(spec["modalities"])
         if isinstance(fusion, str):
             fusion = self._make_fusion(fusion, cfg, spec, upstream_unused, fusion_kwargs)
-        self.feeds_back = bool(getattr(fusion, "feeds_back", False)) and fusion.kind == "stage"
+        self.feeds_back = bool(fusion.feeds_back) and fusion.kind == "stage"
         head_kwargs = dict(spec["head"], timesteps=timesteps, bit_scale=bit_scale,
                            ignore_index=ignore_index, seed=sample_seed,
                            avg_non_ignore=avg_non_ignore)
@@ -289,6 +287,7 @@ class MambaDiffusionBackbone(torch.nn.Module):
         return self._model.extract(inputs)
 
 
+@register_published(PUBLISHED)
 def mamba_diffusion_backbone(size: str = "base", **kwargs) -> MambaDiffusionBackbone:
     """The backbone of ``mamba_diffusion_<size>`` (same arguments)."""
     return MambaDiffusionBackbone(MambaDiffusion(size, **kwargs))

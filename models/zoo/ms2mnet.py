@@ -54,7 +54,7 @@ from models.encdec import FusionSegmenter
 from models.heads.hfp import HFPDecoder
 from models.losses import SOBEL_X, SOBEL_Y, combined_seg_loss, cross_entropy, focal_loss
 from models.pretrained import LoadReport, load_pretrained
-from models.registry import register_model
+from models.registry import PublishedFigures, register_model
 
 #: per-dataset loss weights: (alpha_focal, alpha_boundary, aux_weights), train_MS2MNet.py
 LOSS_PRESETS = {
@@ -268,7 +268,12 @@ def _build(size: str, num_classes: int, fusion: Any, modalities, **kwargs) -> MS
     return MS2MNet(size, num_classes, fusion=fusion, modalities=modalities, **kwargs)
 
 
-@register_model(default_fusion="wase+vfe")
+@register_model(default_fusion="wase+vfe", published=PublishedFigures(
+    "MS2MNet", inputs={"rgb": (1, 3, 256, 256), "x": (1, 1, 256, 256)},
+    exclude_params=("head.aux_head",),
+    reconstructed={"VFE": ("fusion.vfe.",), "ASAF": ("head.fuse",), "DFE": ("dfe.",)},
+    source="docs/models.md, 'MS2MNet' (thop on RGB 1×3×256² + DSM 1×1×256²; the paper gives "
+           "no values, so only ours are listed)"))
 def ms2mnet_base(num_classes: int = 6, fusion: Any = "wase+vfe", modalities=None, **kwargs):
     """The paper's configuration: RGB (3) + DSM (1), 256x256 crops, 6 ISPRS classes."""
     return _build("base", num_classes, fusion, modalities, **kwargs)

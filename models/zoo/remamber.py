@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from models.backbones.vmamba import VMambaEncoder
 from models.base import SegModel
 from models.heads.remamber_heads import ReMamberConvHead, ReMamberMambaHead
-from models.registry import FUSIONS, create_fusion, register_model
+from models.registry import FUSIONS, PublishedFigures, create_fusion, register_model
 from models.text_encoder import build_text_encoder
 from models.pretrained import LoadReport, match_state, read_state_dict
 
@@ -64,16 +64,14 @@ REMAMBER_SIZES = {
                  twister=dict(hidden_dim=32, channel_res=4), head_hidden=32),
 }
 
-#: published figures for the zoo report (docs/models.md, "ReMamber"). ReMamber publishes no
-#: parameters, FLOPs or FPS; the parts' reference counts are VMamba-v2-B's release (89M with its
-#: classifier) and HF CLIP ViT-L/14's text model (123.06M). oIoU from the MaskRIS / SaFiRe
-#: tables [3rd]; ablation mIoU from paper notes [3rd].
-PUBLISHED = {
-    "base": {
-        "params": None,
-        "params_parts": {"vmamba_v2_base_with_classifier": 89e6, "clip_l_text": 123.06e6},
-        "flops": None,
-        "fps": None,
+#: the paper's figures, registered with ``remamber_base``. ReMamber publishes no parameters,
+#: FLOPs or FPS (so it is no row of the model-zoo report); the parts' reference counts are
+#: VMamba-v2-B's release (89M with its classifier) and HF CLIP ViT-L/14's text model
+#: (123.06M). oIoU from the MaskRIS / SaFiRe tables [3rd]; ablation mIoU from paper notes [3rd].
+PUBLISHED = PublishedFigures(
+    "ReMamber", source="ReMamber ECCV 2024 (arXiv 2403.17839)",
+    extra={
+        "params_parts_m": {"vmamba_v2_base_with_classifier": 89.0, "clip_l_text": 123.06},
         "oIoU": {"refcoco": {"val": 74.54, "testA": 76.74, "testB": 70.89},
                  "refcoco+": {"val": 65.00, "testA": 70.78, "testB": 57.53},
                  "refcocog": {"val": 63.90, "test": 64.00}},
@@ -82,9 +80,7 @@ PUBLISHED = {
             "in_context": (69.1, 58.4, 54.8), "attention": (65.3, 54.0, 50.5)},
         "scan_order_refcoco_val_mIoU": {"channel->spatial": 71.6, "parallel": 71.0,
                                         "spatial": 70.0, "channel": 62.3},
-        "source": "ReMamber ECCV 2024 (arXiv 2403.17839); specs/models.md section 4",
-    },
-}
+    })
 
 
 def referring_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
@@ -260,7 +256,7 @@ def _create_remamber(size: str, num_classes: int = 1, fusion: Any = "twister",
                     **kwargs)
 
 
-@register_model(default_fusion="twister", task="text")
+@register_model(default_fusion="twister", task="text", published=PUBLISHED)
 def remamber_base(num_classes: int = 1, fusion: Any = "twister", modalities=None, **kwargs):
     """The paper's configuration (VMamba-v2-B, CLIP-L-shaped text, Twister hidden 512)."""
     return _create_remamber("base", num_classes, fusion, modalities, **kwargs)

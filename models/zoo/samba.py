@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from models.backbones.samba import SambaEncoder
 from models.encdec import FusionSegmenter
 from models.heads.upernet import FCNHead, UPerHead
-from models.registry import register_model
+from models.registry import PublishedFigures, register_model
 
 #: per size: UPerHead channels, FCN auxiliary head channels
 SAMBA_HEAD_CHANNELS = {"base": (512, 256), "micro": (64, 32), "nano": (32, 16)}
@@ -108,7 +108,11 @@ def _build(size: str, num_classes: int, fusion: Any, modalities, **kwargs) -> Sa
     return SambaUperNet(size, num_classes, fusion=fusion, modalities=modalities, **kwargs)
 
 
-@register_model(default_fusion="rgb_only")
+@register_model(default_fusion="rgb_only", published=PublishedFigures(
+    "Samba", inputs={"rgb": (1, 3, 512, 512)}, params_m=51.86, gmacs={"published": 236.0},
+    kwargs={"num_classes": 7}, exclude_params=("aux_head.",), tol_params=0.01,
+    source="docs/models.md, 'Samba' (UperNet at 512², 7 classes, inference: the auxiliary "
+           "FCN head is not counted; the ~236G is an estimate, see docs/models.md)"))
 def samba_base(num_classes: int = 7, fusion: Any = "rgb_only", modalities=None, **kwargs):
     """The paper's configuration (LoveDA: 7 classes)."""
     return _build("base", num_classes, fusion, modalities, **kwargs)

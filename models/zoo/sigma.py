@@ -39,7 +39,7 @@ from models.backbones.vmamba import VMambaEncoder
 from models.encdec import FusionSegmenter
 from models.heads.sigma_decoder import MambaDecoder
 from models.pretrained import LoadReport, match_state, read_state_dict
-from models.registry import register_model
+from models.registry import PublishedFigures, register_model
 
 #: per size: VMamba config, encoder drop path, decoder blocks per stage
 SIGMA_SIZES = {
@@ -113,23 +113,36 @@ def load_backbone(model: Sigma, path, strict: bool = True, ema: bool = False,
     return report
 
 
+#: the published measurement: two 3x480x640 images, the 9-class head
+_SIGMA_IN = {"rgb": (1, 3, 480, 640), "x": (1, 3, 480, 640)}
+_SIGMA_SRC = "docs/models.md, 'Sigma' (fvcore as Sigma's EncoderDecoder.flops(), 9-class head)"
+
+
+def _published(system: str, params_m: float, gmacs: dict[str, float]) -> PublishedFigures:
+    return PublishedFigures(system, inputs=_SIGMA_IN, params_m=params_m, gmacs=gmacs,
+                            kwargs={"num_classes": 9}, source=_SIGMA_SRC)
+
+
 def _create_sigma(size: str, **kwargs) -> Sigma:
     return Sigma(size, **kwargs)
 
 
-@register_model(default_fusion="sigma")
+@register_model(default_fusion="sigma",
+                published=_published("Sigma-T", 48.29, {"published": 89.49, "full": 118.4}))
 def sigma_tiny(**kwargs):
     """Sigma-T: VMamba-T (2,2,9,2 x 96), 48.29M parameters with 9 classes."""
     return _create_sigma("tiny", **kwargs)
 
 
-@register_model(default_fusion="sigma")
+@register_model(default_fusion="sigma",
+                published=_published("Sigma-S", 69.81, {"published": 138.88, "full": 187.0}))
 def sigma_small(**kwargs):
     """Sigma-S: VMamba-S (2,2,27,2 x 96), 69.81M parameters with 9 classes."""
     return _create_sigma("small", **kwargs)
 
 
-@register_model(default_fusion="sigma")
+@register_model(default_fusion="sigma",
+                published=_published("Sigma-B", 121.42, {"published": 240.67, "full": 304.8}))
 def sigma_base(**kwargs):
     """Sigma-B: VMamba-B (2,2,27,2 x 128), 121.42M parameters with 9 classes."""
     return _create_sigma("base", **kwargs)

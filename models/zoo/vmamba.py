@@ -23,7 +23,9 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from models.backbones.vmamba import Permute, VMambaEncoder, vmamba_init_weights
+from models.backbones.vmamba import Permute, VMambaEncoder
+from models.layers import trunc_normal_init_
+from models.registry import PublishedFigures, register_published
 
 
 class VMambaClassifier(VMambaEncoder):
@@ -39,7 +41,7 @@ class VMambaClassifier(VMambaEncoder):
             norm=nn.LayerNorm(dim), permute=Permute(0, 3, 1, 2), avgpool=nn.AdaptiveAvgPool2d(1),
             flatten=nn.Flatten(1), head=nn.Linear(dim, num_classes),
         ))
-        self.classifier.apply(vmamba_init_weights)
+        self.classifier.apply(trunc_normal_init_)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_tokens(x))
@@ -49,31 +51,55 @@ def create_vmamba_classifier(config: str = "tiny", **kwargs) -> VMambaClassifier
     return VMambaClassifier(config, **kwargs)
 
 
+_IMAGE_224 = {"image": (1, 3, 224, 224)}
+_V0_SRC = "docs/models.md, 'VMamba' (VMamba v0 2024-02 checkpoints, 1000-class head)"
+_V2_SRC = ("VMamba README (MzeroMiko/VMamba): v2 classification models, 1000-class head, "
+           "figures rounded; configs vmambav2_{tiny,small,base}_224.yaml")
+
+
+def _v0(system: str, params_m: float, gmacs: dict[str, float]) -> PublishedFigures:
+    return PublishedFigures(system, inputs=_IMAGE_224, params_m=params_m, gmacs=gmacs,
+                            source=_V0_SRC)
+
+
+def _v2(system: str, params_m: float, gmacs_full: float) -> PublishedFigures:
+    # the README's figures are rounded to 1M / 0.1G, hence 2 % tolerances
+    return PublishedFigures(system, inputs=_IMAGE_224, params_m=params_m,
+                            gmacs={"full": gmacs_full}, source=_V2_SRC, tol_params=0.02,
+                            tol_flops=0.02)
+
+
+@register_published(_v0("VMamba-T", 22.89, {"published": 3.71, "ref": 4.46, "full": 5.63}))
 def vmamba_cls_tiny(**kwargs) -> VMambaClassifier:
     """VMamba-T v0 (vssm_tiny_224): 22.89M parameters, 82.2% top-1."""
     return VMambaClassifier("tiny", **kwargs)
 
 
+@register_published(_v0("VMamba-S", 44.42, {"published": 7.74, "ref": 9.11, "full": 11.23}))
 def vmamba_cls_small(**kwargs) -> VMambaClassifier:
     """VMamba-S v0 (vssm_small_224): 44.42M parameters, 83.5% top-1."""
     return VMambaClassifier("small", **kwargs)
 
 
+@register_published(_v0("VMamba-B", 76.25, {"published": 13.36, "ref": 15.19, "full": 18.02}))
 def vmamba_cls_base(**kwargs) -> VMambaClassifier:
     """VMamba-B v0 (vssm_base_224): 76.25M parameters, 83.7% top-1."""
     return VMambaClassifier("base", **kwargs)
 
 
+@register_published(_v2("VMamba-T v2 [s2l5]", 31.0, 4.9))
 def vmamba_cls_v2_tiny(**kwargs) -> VMambaClassifier:
     """VMamba-T v2 [s2l5] (vmambav2_tiny_224): README 31M parameters, 4.9G, 82.5% top-1."""
     return VMambaClassifier("v2_tiny", **kwargs)
 
 
+@register_published(_v2("VMamba-S v2 [s2l15]", 50.0, 8.7))
 def vmamba_cls_v2_small(**kwargs) -> VMambaClassifier:
     """VMamba-S v2 [s2l15] (vmambav2_small_224): README 50M parameters, 8.7G, 83.6% top-1."""
     return VMambaClassifier("v2_small", **kwargs)
 
 
+@register_published(_v2("VMamba-B v2 [s2l15]", 89.0, 15.4))
 def vmamba_cls_v2_base(**kwargs) -> VMambaClassifier:
     """VMamba-B v2 [s2l15] (vmambav2_base_224, ``vssm_base_0229``): README 89M, 15.4G, 83.9%."""
     return VMambaClassifier("v2_base", **kwargs)

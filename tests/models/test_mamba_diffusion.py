@@ -18,7 +18,7 @@ from models.heads.diffusion_attn import (
     sine_positional_encoding,
 )
 from models.heads.fpn_neck import FPN
-from models.zoo.mamba_diffusion import MAMBA_DIFFUSION_SIZES, PUBLISHED, MambaDiffusionBackbone
+from models.zoo.mamba_diffusion import MAMBA_DIFFUSION_SIZES, MambaDiffusionBackbone
 from tests.helpers.models import separable_batch
 
 
@@ -160,9 +160,10 @@ def test_paper_configuration_backbone_parameters():
     assert model.modalities == ("rgb", "x") and model.encoder_a.in_chans == 4
     backbone = model.backbone_parameters()
     assert backbone == REGRESSION_PIN_BACKBONE_PARAMS
-    assert abs(backbone / PUBLISHED["base"]["backbone_params"] - 1) < 0.01
+    published = models.get_published("Mamba-Diffusion backbone")
+    assert abs(backbone / 1e6 / published.params_m - 1) < 0.01
     blocks_a = count_params(model.encoder_a) - count_params(model.encoder_a.patch_embed)
-    assert abs(blocks_a / 87.45e6 - 1) < 1e-3
+    assert abs(blocks_a / 1e6 / published.extra["params_parts_m"]["stream_a_blocks"] - 1) < 1e-3
     assert count_params(model.encoder_b) - count_params(model.encoder_b.patch_embed) == blocks_a
     assert not hasattr(model.encoder_a, "outnorm0")           # the fusion owns the stage norms
     assert count_params(model.head) == REGRESSION_PIN_HEAD_PARAMS

@@ -176,7 +176,7 @@ def test_official_checkpoint_loads_strictly(official, tmp_path):
 
 
 def test_ref_scan_formula_by_hand():
-    from bench.zoo_report import selective_scan_flops_ref
+    from kernels.flops import selective_scan_flops_ref
 
     # numpy's einsum_path MAC counts at B=1, D=4, L=8, N=16 (BDLN = 512, BDL = 32):
     #   bdl,dn->bdln 512/2 = 256; bdl,bnl,bdl->bdln floor(1025/2) = 512;
@@ -189,9 +189,9 @@ def test_ref_scan_formula_by_hand():
 def test_vmamba_tiny_flops_three_conventions():
     """4.46G (old ref scan formula) / 5.63G (fn formula) / 3.71G (no scan) at 224x224: computed
     from upstream's classes, matching VMamba's published figures (docs/models.md, "VMamba")."""
-    from bench.zoo_report import ZOO, measure
+    from bench.zoo_report import measure
 
-    entry = next(e for e in ZOO if e.system == "VMamba-T")
+    entry = models.get_published("VMamba-T")
     m = measure(entry)
     assert m["gmacs"]["ref"] == pytest.approx(4.46, rel=0.01)
     assert m["gmacs"]["full"] == pytest.approx(5.63, rel=0.01)
@@ -199,14 +199,29 @@ def test_vmamba_tiny_flops_three_conventions():
     assert not m["unsupported_ops"]
 
 
-def test_zoo_report_renders_and_caches(tmp_path, monkeypatch):
-    """The report is table-driven: measuring one row keeps the other rows' cached numbers."""
+def test_zoo_report_rows_are_the_figures_registered_beside_the_builders():
     from bench import zoo_report as zr
 
-    entry = zr.ZooEntry("Toy", "models.zoo.vmamba:vmamba_cls_tiny", {"image": (1, 3, 32, 32)},
-                        10.0, {"full": 2.0})
-    other = zr.ZooEntry("Other", "sigma_nano", {"rgb": (1, 3, 64, 64)}, 1.0, {"full": 1.0})
-    monkeypatch.setattr(zr, "ZOO", [entry, other])
+    systems = [e.system for e in zr.entries()]
+    assert {"VMamba-T", "VMamba-B v2 [s2l15]", "Sigma-T", "Samba", "MS2MNet",
+            "Mamba-Diffusion backbone"} <= set(systems)
+    assert "ReMamber" not in systems          # no published measurement to repeat
+    assert models.get_family("sigma").published["tiny"] is models.get_published("Sigma-T")
+    assert models.get_published("Sigma-T").builder == "sigma_tiny"
+    assert models.get_published("VMamba-T").builder == "models.zoo.vmamba:vmamba_cls_tiny"
+    with pytest.raises(models.UnknownNameError, match="did you mean 'Sigma-T'"):
+        models.get_published("Sigma-t")
+
+
+def test_zoo_report_renders_and_caches(tmp_path, monkeypatch):
+    """Measuring one row keeps the other rows' cached numbers."""
+    from bench import zoo_report as zr
+
+    entry = models.PublishedFigures("Toy", "models.zoo.vmamba:vmamba_cls_tiny",
+                                    {"image": (1, 3, 32, 32)}, 10.0, {"full": 2.0})
+    other = models.PublishedFigures("Other", "sigma_nano", {"rgb": (1, 3, 64, 64)}, 1.0,
+                                    {"full": 1.0})
+    monkeypatch.setattr(zr, "entries", lambda: [entry, other])
     monkeypatch.setattr(zr, "measure", lambda e, flops=True: {
         "system": e.system, "params_m": 10.005, "gmacs": {"full": 2.03, "published": 1.5},
         "by_module": {"layers": {"full": 1.9, "published": 1.4}}, "seconds": 0.0})
