@@ -120,7 +120,7 @@ def _meta_model(config: dict):
     """The cell's model with its parameters on the meta device (keys and shapes only)."""
     import torch
 
-    from bench.train import build_model, dataset_info
+    from bench.cell_build import build_model, dataset_info
 
     info = dataset_info(config)
     try:

@@ -192,7 +192,8 @@ def _try_models(suite: Suite, cells: list[dict], items: dict[str, list[dict]],
                 errors: list[SuiteError], summary: PreflightSummary) -> None:
     import torch
 
-    from bench.train import build_model, dataset_info, split_batch
+    from bench.cell_build import build_model, dataset_info
+    from bench.train import split_batch
     from kernels.selective_scan import scan_backend
 
     seen = set()

@@ -33,7 +33,8 @@ from bench.profile import ProfileSpec
 from bench.runner import drain, follow
 from bench.search_space import get_path, set_path
 from bench.store import CellStore, StoreError
-from bench.suite import EvalSpec, Suite, TrainSpec, cell_id, cell_label, load_suite
+from bench.suite import Suite, cell_id, cell_label, load_suite
+from bench.suite_schema import EvalSpec, TrainSpec
 
 log = logging.getLogger("ssmbench")
 

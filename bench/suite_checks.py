@@ -98,7 +98,8 @@ def check_search_space(suite: "Suite") -> list[SuiteError]:
     free-form mappings (``train.model_kwargs``, ``eval.protocol``) may go deeper, ``augment``
     only into its known options."""
     from bench.data.transforms import _AUGMENT_KEYS
-    from bench.suite import EvalSpec, ProfileSpec, TrainSpec
+    from bench.profile import ProfileSpec
+    from bench.suite_schema import EvalSpec, TrainSpec
 
     if suite.spec.search is None:
         return []

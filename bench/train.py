@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 import models
 from bench import distributed, tracking
-from bench.data import build_dataset, get_dataset_class
+from bench.cell_build import build_model, dataset_info, dataset_options
+from bench.data import build_dataset
 from bench.metrics import ConfusionMeter, ReferringMeter
 from bench.protocols import describe, infer
 from models.errors import UserError
@@ -175,28 +176,6 @@ def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer
     if train["optimizer"] == "sgd":
         return torch.optim.SGD(groups, lr=train["lr"], momentum=train["momentum"])
     return torch.optim.AdamW(groups, lr=train["lr"], betas=tuple(train["betas"]))
-
-
-def dataset_info(config: dict):
-    """The dataset's ``info`` (classes, modalities): from the class when it declares one, else
-    from an instance (datasets whose modalities depend on their options)."""
-    cls = get_dataset_class(config["dataset"]["name"])
-    info = getattr(cls, "info", None)
-    if info is None:
-        info = build_dataset(config["dataset"]["name"], split=config["eval"]["split"],
-                             augment=None, **dataset_options(config)).info
-    return info
-
-
-def dataset_options(config: dict) -> dict:
-    return {k: v for k, v in config["dataset"].items() if k != "name"}
-
-
-def build_model(config: dict, info) -> torch.nn.Module:
-    return models.create_model(
-        config["model"], size=config["size"], fusion=config["fusion"],
-        num_classes=1 if info.task == "referring" else info.num_classes,
-        modalities=dict(info.modalities), **config["train"].get("model_kwargs", {}))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -21,15 +21,12 @@ extracted to a temporary folder first. Outputs are written over existing files o
 from __future__ import annotations
 
 import shutil
-import tempfile
-import zipfile
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+import bench.data.convert_isprs  # noqa: F401  (registers vaihingen, potsdam)
+from bench.data.convert_base import _CONVERTERS, ConvertSummary, register_converter, search_roots
 from bench.data.io import (
     DataError, MissingPathError, as_grayscale, list_stems, read_channels, read_image,
     read_split_file,
@@ -37,31 +34,7 @@ from bench.data.io import (
 )
 
 
-@dataclass
-class ConvertSummary:
-    dataset: str
-    out_dir: Path
-    written: dict[str, int] = field(default_factory=dict)  # split -> samples
-    notes: list[str] = field(default_factory=list)
-
-    def format(self) -> str:
-        counts = ", ".join(f"{split} {count}" for split, count in self.written.items())
-        lines = [f"converted {self.dataset} into {self.out_dir}: {counts or 'nothing'}"]
-        return "\n".join(lines + [f"  note: {note}" for note in self.notes])
-
-
-_CONVERTERS: dict[str, Callable[..., ConvertSummary]] = {}
-
-
-def register_converter(name: str):
-    def wrap(fn):
-        _CONVERTERS[name] = fn
-        return fn
-    return wrap
-
-
 def list_converters() -> list[str]:
-    import bench.data.convert_isprs  # noqa: F401  (registers vaihingen, potsdam)
     return sorted(_CONVERTERS)
 
 
@@ -79,23 +52,6 @@ def convert_dataset(name: str, raw_dir, out_dir, **options) -> ConvertSummary:
         if "unexpected keyword" in str(error):
             raise DataError(f"{name} converter: {error}") from None
         raise
-
-
-@contextmanager
-def search_roots(raw_dir: Path):
-    """RAW_DIR, plus a temporary folder holding the contents of its .zip files."""
-    zips = sorted(raw_dir.rglob("*.zip"))
-    if not zips:
-        yield [raw_dir]
-        return
-    with tempfile.TemporaryDirectory(prefix="ssmbench-convert-") as tmp:
-        for index, archive in enumerate(zips):
-            try:
-                with zipfile.ZipFile(archive) as handle:
-                    handle.extractall(Path(tmp) / str(index))
-            except zipfile.BadZipFile:
-                raise DataError("not a readable zip archive", archive, kind="corrupt file") from None
-        yield [raw_dir, Path(tmp)]
 
 
 def find_dir(roots: list[Path], name: str, containing: str | None = None) -> Path | None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.convert import ConvertSummary, register_converter, search_roots
+from bench.data.convert_base import ConvertSummary, register_converter, search_roots
 from bench.data.io import DataError, MissingPathError, read_image, write_png
 
 #: RGB colours of the 7 codes (0 = undefined); mmseg lists them in BGR.

@@ -8,7 +8,7 @@ import pytest
 
 from bench.report import baseline_keys, main_table, summary_lines
 from bench.report_plots import pareto_front
-from bench.suite import ReportSpec
+from bench.suite_schema import ReportSpec
 
 CLASSES = ["bg", "a", "b"]
 
