@@ -1,4 +1,6 @@
-"""`ssmbench run | validate | report | profile | profile-repro | kernels | search | list | data`.
+"""`ssmbench run | validate | report | profile | profile-repro | kernels | search | list | doctor |
+data`: every subcommand's options and handler are here; each handler calls one package's
+entry point (docs/architecture.md).
 
 Every expected problem (a bad suite, a changed suite, bad data, an unknown name) is printed as
 one message naming the file, key or path, with exit code 2 and no traceback.
@@ -30,11 +32,6 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
     """The parser and the names of its subcommands."""
-    from bench.data.cli import add_data_commands
-    from bench.doctor import add_doctor_command
-    from bench.latency_repro import add_repro_command
-    from bench.search import add_search_command
-
     parser = argparse.ArgumentParser(prog="ssmbench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,11 +74,73 @@ def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
     p = sub.add_parser("list", help="list registered models, fusions, datasets or backends")
     p.add_argument("what", choices=["models", "fusions", "datasets", "backends"])
 
-    add_search_command(sub, _add_suite_args, _add_store_args)
-    add_doctor_command(sub)
-    add_repro_command(sub, _add_suite_args)
-    add_data_commands(sub)
+
+    p = sub.add_parser("search", help="Optuna search over a suite's search: block")
+    _add_suite_args(p)
+    _add_store_args(p)
+    p.add_argument("--fresh", action="store_true", help="discard stored trials and start over")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--n-trials", type=int, default=None, help="override search.n_trials")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="override search.timeout (seconds per worker)")
+    p.add_argument("--worker-index", type=int, default=0,
+                   help="this machine's number among the machines sharing --storage: offsets "
+                        "the sampler's seed so that machines draw different trials")
+    p.add_argument("--report-only", action="store_true",
+                   help="regenerate the search report from the store")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip building and running each base cell's model once before the "
+                        "first trial (bench/run/preflight.py)")
+
+    p = sub.add_parser("profile-repro", help="profile a suite twice in fresh processes and "
+                                             "compare the latencies")
+    _add_suite_args(p)
+    p.add_argument("--runs", type=int, default=2, help="back-to-back profile processes")
+    p.add_argument("--tolerance", type=float, default=0.10,
+                   help="largest allowed relative difference between runs (default 0.10)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("doctor", help="print the environment, scan backends, CUDA and storage "
+                                      "a result depends on (run it first when something is "
+                                      "slow or fails)")
+    p.add_argument("suite", nargs="?", default=None, help="suite YAML: check its storage")
+    p.add_argument("--storage", default=None, help="storage URL to check instead of the default")
+    p.add_argument("--runs-dir", default="runs")
+
+    _add_data_commands(sub)
     return parser, set(sub.choices)
+
+
+def _add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="real datasets: convert downloads, check data",
+                          description="Convert raw dataset downloads and check datasets "
+                                      "before training.")
+    commands = data.add_subparsers(dest="data_command", metavar="{convert,check}")
+    commands.required = True
+
+    convert = commands.add_parser("convert", help="raw download -> the layout the paper uses")
+    convert.add_argument("name", help="dataset: mfnet, pst900, whu_opt_sar, loveda, vaihingen, "
+                                      "potsdam")
+    convert.add_argument("raw_dir", help="folder with the download (extracted or .zip files)")
+    convert.add_argument("out_dir", help="folder to write the converted layout into")
+    convert.add_argument("--option", action="append", metavar="KEY=VALUE",
+                         help="converter option, e.g. split=ms2mnet or clip_size=0")
+    convert.set_defaults(handler=cmd_data_convert)
+
+    check = commands.add_parser("check", help="check every split before training")
+    check.add_argument("name", help="registered dataset name")
+    check.add_argument("root", help="dataset root folder")
+    check.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
+                       help="split to check (repeatable; default: every split found)")
+    check.add_argument("--layout", default="auto", help="on-disk layout (default: auto)")
+    check.add_argument("--max-entries", type=int, default=None,
+                       help="check only the first N samples of each split")
+    check.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="dataset option, e.g. keep_background=true")
+    check.set_defaults(handler=cmd_data_check)
 
 
 def print_cells(suite) -> None:
@@ -92,7 +151,7 @@ def print_cells(suite) -> None:
 
 
 def cmd_run(args) -> int:
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     suite = load_suite(args.suite, args.set_values)
     if suite.spec.kind == "kernels":
@@ -101,10 +160,10 @@ def cmd_run(args) -> int:
         _preflight(suite, args)
         print_cells(suite)
         return 0
-    from bench.runner import run_suite
+    from bench.run.runner import run_suite
 
-    if args.no_tensorboard:  # read by bench/tracking.py here and in spawned workers
-        from bench.tracking import ENV_SWITCH
+    if args.no_tensorboard:  # read by bench/results/tracking.py here and in spawned workers
+        from bench.results.tracking import ENV_SWITCH
         os.environ[ENV_SWITCH] = "0"
     outcome = run_suite(suite, storage=args.storage, fresh=args.fresh, runs_dir=args.runs_dir,
                         workers=args.workers, progress=not args.no_progress,
@@ -126,10 +185,9 @@ def _summarise(outcome) -> int:
 
 
 def cmd_profile(args) -> int:
-    from bench.runner import run_suite
-    from bench.suite import load_suite
-
-    from bench.latency_repro import profile_study_name
+    from bench.config.suite import load_suite
+    from bench.profiling.latency_repro import profile_study_name
+    from bench.run.runner import run_suite
 
     profile_only = args.set_values + ["stages=[profile]"]
     suite = load_suite(args.suite, profile_only)
@@ -141,9 +199,9 @@ def cmd_profile(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from bench.report import write_report
-    from bench.store import CellStore
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
+    from bench.reporting.suite_report import write_report
+    from bench.results.store import CellStore
 
     suite = load_suite(args.suite, args.set_values)
     path = write_report(suite, CellStore(suite.name, args.storage, args.runs_dir),
@@ -153,7 +211,8 @@ def cmd_report(args) -> int:
 
 
 def _run_kernels(suite, reports_dir: str, progress: bool) -> int:
-    from bench.kernel_sweep import KernelSweepSpec, run_kernel_sweep
+    from bench.config.schema import KernelSweepSpec
+    from bench.profiling.kernel_sweep import run_kernel_sweep
 
     spec = KernelSweepSpec.model_validate(suite.spec.kernels)
     path = run_kernel_sweep(spec, suite.name, Path(reports_dir) / suite.name, progress=progress)
@@ -162,7 +221,7 @@ def _run_kernels(suite, reports_dir: str, progress: bool) -> int:
 
 
 def cmd_kernels(args) -> int:
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     suite = load_suite(args.suite, args.set_values)
     if suite.spec.kind != "kernels":
@@ -172,22 +231,23 @@ def cmd_kernels(args) -> int:
 
 
 def _preflight(suite, args) -> None:
-    """Every model of the suite built and run once on the data's first items (bench/preflight.py)."""
+    """Every model of the suite built and run once on the data's first items
+    (bench/run/preflight.py)."""
     if suite.spec.kind != "train" or getattr(args, "no_preflight", False):
         return
-    from bench.preflight import preflight
+    from bench.run.preflight import preflight
 
     print(preflight(suite).format())
 
 
 def cmd_validate(args) -> int:
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     suite = load_suite(args.suite, args.set_values)
     _preflight(suite, args)
     print_cells(suite)
     if getattr(args, "no_preflight", False) and suite.spec.kind == "train":
-        from bench.checkpoints import check_init_files  # the preflight did not open them
+        from bench.run.checkpoints import check_init_files  # the preflight did not open them
 
         for line in check_init_files(suite, suite.cells()):
             print(f"  {line}")
@@ -222,8 +282,126 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from bench.config.suite import load_suite
+    from bench.run.search import SearchPlan, open_study, run_search
+
+    suite = load_suite(args.suite, args.set_values)
+    if args.report_only:
+        from bench.reporting.search_report import write_search_report
+
+        plan = SearchPlan(suite)
+        store = open_study(plan, suite.name, args.storage, args.runs_dir)
+        path = write_search_report(plan, store, Path(args.reports_dir) / suite.name)
+        print(f"report: {path}")
+        return 0
+    outcome = run_search(suite, storage=args.storage, fresh=args.fresh, runs_dir=args.runs_dir,
+                         reports_dir=args.reports_dir, workers=args.workers,
+                         progress=not args.no_progress, set_values=args.set_values,
+                         n_trials=args.n_trials, timeout=args.timeout,
+                         worker_index=args.worker_index, preflight=not args.no_preflight)
+    if outcome.report is None and outcome.trials == 0:  # a torchrun rank > 0
+        return 0
+    ran = "" if outcome.ran < 0 else f"{outcome.ran} trial(s) run now, "
+    print(f"{outcome.suite}: {ran}{outcome.trials} in the study")
+    if outcome.report:
+        print(f"report: {outcome.report}")
+    return 0
+
+
+def cmd_profile_repro(args) -> int:
+    import time
+
+    from bench.config.suite import load_suite
+    from bench.profiling.latency_repro import (
+        compare_runs,
+        profile_study_name,
+        run_profiles,
+        write_repro,
+    )
+
+    plain = load_suite(args.suite, args.set_values)
+    suite = load_suite(args.suite, args.set_values + ["stages=[profile]"])
+    study = profile_study_name(suite, plain)
+    work_dir = Path(args.runs_dir) / f"{suite.name}-repro"
+    start = time.perf_counter()
+    if args.runs < 2:
+        print("error: --runs must be at least 2 (there is nothing to compare)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        dirs = run_profiles(args.suite, args.set_values, args.runs, work_dir,
+                            progress=not args.no_progress)
+    except RuntimeError as exc:
+        print(f"error: {exc}; the runs so far are under {work_dir}", file=sys.stderr)
+        return 1
+    frame = compare_runs(study, dirs, args.tolerance)
+    path = write_repro(frame, Path(args.reports_dir) / suite.name, args.suite, args.set_values,
+                       args.runs, args.tolerance, time.perf_counter() - start)
+    print(frame.to_string(index=False) if not frame.empty else "no latency measured")
+    print(f"report: {path}")
+    outside = frame[frame["within"] == "no"] if not frame.empty else frame
+    if len(outside):
+        print(f"{len(outside)} cell(s) differ by more than {args.tolerance * 100:.0f}% between "
+              "runs: the machine is too busy for latency at this resolution; raise "
+              "profile.min_time_s or profile from a quieter machine", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from bench.diagnostics.doctor import format_checks, run_checks
+
+    print(format_checks(run_checks(args.suite, args.storage, args.runs_dir)))
+    return 0
+
+
+def _data_options(pairs: list[str] | None) -> dict:
+    """``--option key=value`` pairs, values parsed as YAML scalars (``keep_background=true``)."""
+    import yaml
+
+    from bench.data.io import DataError
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DataError(f"--option expects key=value, got {pair!r}")
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
+    return options
+
+
+def cmd_data_check(args) -> int:
+    from bench.data.checks import check_dataset
+
+    try:
+        report = check_dataset(args.name, args.root, args.splits, layout=args.layout,
+                               max_entries=args.max_entries, **_data_options(args.option))
+    except (ValueError, TypeError) as error:  # an --option the dataset does not take
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not report.ok:
+        print(report.format(), file=sys.stderr)
+        return EXIT_USAGE
+    print(report.format())
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    from bench.data.convert import convert_dataset
+
+    try:
+        summary = convert_dataset(args.name, args.raw_dir, args.out_dir,
+                                  **_data_options(args.option))
+    except ValueError as error:  # an --option value the converter does not take
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(summary.format())
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report,
-            "profile": cmd_profile, "kernels": cmd_kernels, "list": cmd_list}
+            "profile": cmd_profile, "kernels": cmd_kernels, "list": cmd_list,
+            "search": cmd_search, "profile-repro": cmd_profile_repro, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None, default_command: str | None = None) -> int:

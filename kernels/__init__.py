@@ -7,20 +7,20 @@ Public surface (mamba_ssm-compatible semantics):
     causal_conv1d(x, weight, bias=None, activation=None)   Mamba's depthwise causal conv
     flops: analytic FLOP / byte formulas and fvcore handles for every op here.
 """
+from kernels import flops
+from kernels.conv1d import CausalConv1dFn, causal_conv1d
+from kernels.cross_scan import SCAN_MODES, CrossMergeFn, CrossScanFn, cross_merge, cross_scan
 from kernels.selective_scan import (
-    selective_scan,
-    register_backend,
-    get_backend,
-    list_backends,
-    available_backends,
-    resolve_backend,
-    scan_backend,
     ScanBackend,
     SelectiveScanFn,
+    available_backends,
+    get_backend,
+    list_backends,
+    register_backend,
+    resolve_backend,
+    scan_backend,
+    selective_scan,
 )
-from kernels.cross_scan import cross_scan, cross_merge, CrossScanFn, CrossMergeFn, SCAN_MODES
-from kernels.conv1d import causal_conv1d, CausalConv1dFn
-from kernels import flops
 
 __all__ = [
     "selective_scan", "register_backend", "get_backend", "list_backends", "available_backends",

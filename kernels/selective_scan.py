@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F

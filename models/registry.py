@@ -8,7 +8,7 @@ Models are registered one builder per size, ``@register_model`` on a function na
 A builder's published figures are registered beside it, as timm's ``default_cfgs``:
 ``@register_model(published=PublishedFigures(...))``, or ``@register_published(...)`` for a
 builder outside the model registry (an image classifier, a backbone alone). The model-zoo
-report (``bench.zoo_report``) builds its table from ``list_published()``.
+report (``bench.reporting.zoo_report``) builds its table from ``list_published()``.
 
 Fusion modules, encoders and heads are registered by class under a short name. A new fusion
 module is one file in ``models/fusion/`` with one ``@register_fusion("name")``; every model that

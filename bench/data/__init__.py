@@ -6,7 +6,11 @@ import importlib
 import pkgutil
 
 from bench.data.registry import (
-    DatasetInfo, UnknownDatasetError, build_dataset, get_dataset_class, list_datasets,
+    DatasetInfo,
+    UnknownDatasetError,
+    build_dataset,
+    get_dataset_class,
+    list_datasets,
     register_dataset,
 )
 

@@ -28,9 +28,15 @@ import numpy as np
 import bench.data.convert_isprs  # noqa: F401  (registers vaihingen, potsdam)
 from bench.data.convert_base import _CONVERTERS, ConvertSummary, register_converter, search_roots
 from bench.data.io import (
-    DataError, MissingPathError, as_grayscale, list_stems, read_channels, read_image,
+    DataError,
+    MissingPathError,
+    as_grayscale,
+    list_stems,
+    read_channels,
+    read_image,
     read_split_file,
-    write_png, write_tiff,
+    write_png,
+    write_tiff,
 )
 
 
@@ -114,7 +120,8 @@ def convert_pst900(raw_dir: Path, out_dir: Path) -> ConvertSummary:
         for split_dir in sorted(p for p in base.iterdir() if (p / "rgb").is_dir()):
             stems = list_stems(split_dir / "rgb", (".png",))
             if seen & set(stems):
-                raise DataError(f"sample names repeat across splits: {sorted(seen & set(stems))[:3]}"
+                repeated = sorted(seen & set(stems))[:3]
+                raise DataError(f"sample names repeat across splits: {repeated}"
                                 "; Sigma's flat layout needs unique names", split_dir)
             seen |= set(stems)
             for stem in stems:
@@ -165,7 +172,11 @@ def convert_loveda(raw_dir: Path, out_dir: Path) -> ConvertSummary:
 def convert_whu_opt_sar(raw_dir: Path, out_dir: Path, layout: str = "mmseg",
                         split: str = "random622", seed: int = 0) -> ConvertSummary:
     from bench.data.whu_opt_sar import (
-        CROP, divide_by_ten, find_division_file, parse_division_file, _tile_folder,
+        CROP,
+        _tile_folder,
+        divide_by_ten,
+        find_division_file,
+        parse_division_file,
     )
     if layout not in ("mmseg", "solc"):
         raise DataError(f"whu_opt_sar converter layout must be mmseg or solc, got {layout!r}")

@@ -48,5 +48,6 @@ def search_roots(raw_dir: Path):
                 with zipfile.ZipFile(archive) as handle:
                     handle.extractall(Path(tmp) / str(index))
             except zipfile.BadZipFile:
-                raise DataError("not a readable zip archive", archive, kind="corrupt file") from None
+                raise DataError("not a readable zip archive", archive,
+                                kind="corrupt file") from None
         yield [raw_dir, Path(tmp)]

@@ -29,12 +29,21 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.io import (
-    DataError, DataFormatError, MissingPathError, list_stems, read_channels, read_image,
+    DataError,
+    DataFormatError,
+    MissingPathError,
+    list_stems,
+    read_channels,
+    read_image,
     read_label_image,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_folders, reduce_zero_label, split_folders,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_folders,
+    reduce_zero_label,
+    split_folders,
 )
 
 HUNAN_CLASSES = ["cropland", "forest", "grassland", "wetland", "water", "unused_land",

@@ -31,7 +31,11 @@ import numpy as np
 from bench.data.io import DataError, read_image, read_label_image
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_folders, reduce_zero_label, split_folders,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_folders,
+    reduce_zero_label,
+    split_folders,
 )
 
 ISPRS_CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]

@@ -22,7 +22,11 @@ import numpy as np
 from bench.data.io import DataError, MissingPathError, read_image, read_label_image
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_folders, reduce_zero_label, split_folders,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_folders,
+    reduce_zero_label,
+    split_folders,
 )
 from bench.data.transforms import IMAGENET_MEAN_255, IMAGENET_STD_255
 

@@ -24,7 +24,10 @@ import numpy as np
 from bench.data.io import as_grayscale, read_channels, read_image, read_label_image
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_split_file, split_files,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_split_file,
+    split_files,
 )
 
 MFNET_CLASSES = ["unlabeled", "car", "person", "bike", "curve", "car_stop", "guardrail",

@@ -25,7 +25,11 @@ import numpy as np
 from bench.data.io import as_grayscale, read_image, read_label_image
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_split_file, split_files, uint8_minus_one,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_split_file,
+    split_files,
+    uint8_minus_one,
 )
 
 NYU_CLASSES = [

@@ -25,11 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.io import (
-    DataError, MissingPathError, as_grayscale, list_stems, read_image, read_label_image,
+    DataError,
+    MissingPathError,
+    as_grayscale,
+    list_stems,
+    read_image,
+    read_label_image,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_split_file, split_files, split_folders,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_split_file,
+    split_files,
+    split_folders,
 )
 
 PST900_CLASSES = ["background", "fire_extinguisher", "backpack", "hand_drill", "survivor"]

@@ -35,7 +35,7 @@ class DatasetInfo:
     x_kind: str | None = None
     #: classes scored in the means (None = all); ISPRS papers leave out clutter
     eval_classes: list[int] | None = None
-    #: the evaluation protocol the papers use for this dataset (bench/protocols.py names)
+    #: the evaluation protocol the papers use for this dataset (bench/evaluation/protocols.py names)
     protocol: dict = field(default_factory=lambda: {"mode": "whole"})
 
     @property

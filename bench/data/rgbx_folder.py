@@ -28,8 +28,14 @@ from torch.utils.data import Dataset
 
 from bench.data.corruptions import apply_corruption, check_applicable
 from bench.data.io import (
-    DataError, DataFormatError, LabelRangeError, MissingPathError, SplitError, channels_last,
-    list_stems, read_split_file,
+    DataError,
+    DataFormatError,
+    LabelRangeError,
+    MissingPathError,
+    SplitError,
+    channels_last,
+    list_stems,
+    read_split_file,
 )
 from bench.data.registry import DatasetInfo
 from bench.data.transforms import IMAGENET_MEAN_255, IMAGENET_STD_255, finish_sample, parse_augment
@@ -129,8 +135,8 @@ class RGBXFolderDataset(Dataset):
             detected = cls.detect_layout(root)
             if detected is None:
                 expected = "; ".join(f"{k}: {v}" for k, v in cls.layout_markers.items())
-                raise DataError(f"cannot recognise the {cls.info.name} layout (expected {expected})",
-                                root, kind="unknown layout")
+                raise DataError(f"cannot recognise the {cls.info.name} layout "
+                                f"(expected {expected})", root, kind="unknown layout")
             return detected
         if layout not in cls.layouts:
             raise DataError(f"unknown {cls.info.name} layout {layout!r} "
@@ -259,7 +265,8 @@ class RGBXFolderDataset(Dataset):
 # ----------------------------------------------------------------------------- shared helpers
 
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
-    """mmseg ``reduce_zero_label``: 0 -> 255, v -> v - 1, and 255 stays 255 (the 254 -> 255 step)."""
+    """mmseg ``reduce_zero_label``: 0 -> 255, v -> v - 1, and 255 stays 255 (the 254 -> 255
+    step)."""
     label = raw.astype(np.int64)
     out = label - 1
     out[label == 0] = 255

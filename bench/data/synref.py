@@ -46,7 +46,11 @@ from bench.data.corruptions import apply_corruption, check_applicable
 from bench.data.io import DataError
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.transforms import (
-    IMAGENET_MEAN_255, IMAGENET_STD_255, AugmentSettings, finish_sample, parse_augment,
+    IMAGENET_MEAN_255,
+    IMAGENET_STD_255,
+    AugmentSettings,
+    finish_sample,
+    parse_augment,
 )
 
 SHAPES = ("square", "circle", "triangle")

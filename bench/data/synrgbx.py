@@ -38,17 +38,34 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from bench.data.corruptions import (
-    apply_corruption, check_applicable, modality_full_scale, register_corruption,
+    apply_corruption,
+    check_applicable,
+    modality_full_scale,
+    register_corruption,
 )
 from bench.data.io import (
-    DataError, as_grayscale, read_channels, read_label_image, write_png,
+    DataError,
+    as_grayscale,
+    read_channels,
+    read_label_image,
+    write_png,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    SIGMA_NORM, Entry, RGBXFolderDataset, entries_from_split_file, split_files,
+    SIGMA_NORM,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_split_file,
+    split_files,
 )
 from bench.data.synrgbx_render import (
-    CLASSES, FLAVOURS, PALETTE, SPLIT_CODES, XOR_PAIR, blob_mask, render_scene,
+    CLASSES,
+    FLAVOURS,
+    PALETTE,
+    SPLIT_CODES,
+    XOR_PAIR,
+    blob_mask,
+    render_scene,
 )
 from bench.data.transforms import finish_sample, parse_augment
 
@@ -161,7 +178,7 @@ class SynRGBX(Dataset):
     @staticmethod
     def preflight_options(counts=None, **options) -> dict:
         """Options that give the same first item of every split without rendering whole splits
-        (bench/preflight.py): a scene is a function of (seed, split, index) alone."""
+        (bench/run/preflight.py): a scene is a function of (seed, split, index) alone."""
         return dict(options, counts=dict.fromkeys(parse_counts(counts), 1))
 
     def __len__(self) -> int:

@@ -96,7 +96,8 @@ def parse_augment(augment: dict | AugmentSettings | None) -> AugmentSettings | N
     if augment.get("scale") is not None:
         lo, hi = _pair(augment["scale"], "scale", float)
         if lo > hi:
-            raise AugmentConfigError(f"augment.scale must be [lo, hi] with lo <= hi, got {[lo, hi]}")
+            raise AugmentConfigError("augment.scale must be [lo, hi] with lo <= hi, "
+                                     f"got {[lo, hi]}")
         fields["scale"] = (lo, hi)
     if augment.get("scale_choices") is not None:
         choices = augment["scale_choices"]

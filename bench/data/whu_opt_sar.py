@@ -35,12 +35,22 @@ import numpy as np
 import tifffile
 
 from bench.data.io import (
-    DataError, DataFormatError, MissingPathError, SplitError, read_channels, read_image,
-    read_label_image, read_text_file,
+    DataError,
+    DataFormatError,
+    MissingPathError,
+    SplitError,
+    read_channels,
+    read_image,
+    read_label_image,
+    read_text_file,
 )
 from bench.data.registry import DatasetInfo, register_dataset
 from bench.data.rgbx_folder import (
-    Entry, RGBXFolderDataset, entries_from_folders, reduce_zero_label, split_folders,
+    Entry,
+    RGBXFolderDataset,
+    entries_from_folders,
+    reduce_zero_label,
+    split_folders,
 )
 
 WHU_CLASSES = ["farmland", "city", "village", "water", "forest", "road", "others"]

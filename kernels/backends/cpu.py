@@ -50,8 +50,8 @@ class _Args(ctypes.Structure):
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SSMBENCH_KERNEL_CACHE") or Path.home() / ".cache" / "ssmbench" / "kernels"
-    return Path(root)
+    default = Path.home() / ".cache" / "ssmbench" / "kernels"
+    return Path(os.environ.get("SSMBENCH_KERNEL_CACHE") or default)
 
 
 def _cpu_signature() -> str:

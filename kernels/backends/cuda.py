@@ -23,14 +23,15 @@ def mamba_selective_scan_fn():
     """mamba_ssm's ``selective_scan_fn``, or raise ImportError with the reason."""
     if "fn" not in _IMPORT and "error" not in _IMPORT:
         try:
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
             import selective_scan_cuda
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
             if not hasattr(selective_scan_cuda, "fwd"):
                 raise ImportError("selective_scan_cuda has no compiled kernels (a stand-in)")
             _IMPORT["fn"] = selective_scan_fn
         except Exception as exc:  # noqa: BLE001 - any import failure means "unavailable"
-            _IMPORT["error"] = f"mamba_ssm CUDA kernel does not import ({type(exc).__name__}: {exc})"
+            _IMPORT["error"] = ("mamba_ssm CUDA kernel does not import "
+                                f"({type(exc).__name__}: {exc})")
     if "error" in _IMPORT:
         raise ImportError(_IMPORT["error"])
     return _IMPORT["fn"]

@@ -81,6 +81,7 @@ class MambaMixer(nn.Module):
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)          # (B, d_inner, L)
         y = kernels.selective_scan(
             x, dt.contiguous(), -torch.exp(self.A_log.float()), B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(), self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            C.transpose(1, 2).contiguous(), self.D.float(), z=z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
         )
         return self.out_proj(y.transpose(1, 2))

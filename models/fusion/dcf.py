@@ -204,10 +204,11 @@ class PairedStreamFusion(FusionModule):
             for i, dim in enumerate(channels):
                 mixer_kw = dict(d_state=d_state, ssm_ratio=ssm_ratio, conv_bias=conv_bias,
                                 upstream_unused=upstream_unused, backend=backend)
-                self.blocks[i].extend(
-                    PairedBlock(lambda dim=dim: mixer(dim, **mixer_kw), dim, rate,
-                                mlp_ratio)
-                    for rate in rates[i])
+                def make_mixer(dim=dim, mixer=mixer, kw=mixer_kw):
+                    return mixer(dim, **kw)
+
+                self.blocks[i].extend(PairedBlock(make_mixer, dim, rate, mlp_ratio)
+                                      for rate in rates[i])
         self.outnorm_a = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.outnorm_b = nn.ModuleList(nn.LayerNorm(c) for c in channels)
         self.apply(trunc_normal_init_)  # upstream VSSM._init_weights

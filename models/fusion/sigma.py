@@ -33,14 +33,18 @@ Linear / Conv (Sigma never re-initialises its fusion blocks), SSM parameters as 
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
-from models.backbones.ss2d import (add_directional_ssm_params, directional_ssm, init_A_log,
-                                   init_dt_bias, resolve_dt_rank)
+from models.backbones.ss2d import (
+    add_directional_ssm_params,
+    directional_ssm,
+    init_A_log,
+    init_dt_bias,
+    resolve_dt_rank,
+)
 from models.fusion.base import FusionModule
 from models.layers import DropPath
 from models.registry import register_fusion

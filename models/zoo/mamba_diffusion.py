@@ -45,7 +45,7 @@ sizes); without them the backbone has 385,939,904. Diffusion head 11,566,671 (ne
 deformable head 7,247,687, label embedding + transform + time MLP 1,201,416); the whole model
 421,885,967 at inference (K = 7), + 592,135 for the auxiliary FCN head in training. The paper
 publishes no parameter, FLOP or FPS figure.
-FLOPs, fvcore MACs at optical 1x4x256^2 + SAR 1x1x256^2 in eval (3 DDIM steps; bench.profile_flops
+FLOPs, fvcore MACs at optical 1x4x256^2 + SAR 1x1x256^2 in eval (3 DDIM steps; bench.profiling.flops
 ``flop_analysis``, scan backend "shape"): "published" convention (scan skipped) 140.04G =
 backbone 83.20G (streams 19.77G + 19.75G, fusion 43.68G) + head 56.83G (neck once, then three
 denoising passes); "full" (scan counted) 141.65G, backbone 84.82G. The deformable sampling

@@ -18,7 +18,7 @@ VMamba-v2 encoder whose every stage ends in ImageTextCorr + two Mamba Twister bl
               logits (B, 1, H, W) resized to the input with bilinear
               align_corners=True, as upstream's segmenter; evaluation resizes them
               to the label's size with nearest, as upstream's test loop (the refcoco
-              datasets' protocol, ``resize_back: nearest`` in bench/protocols.py)
+              datasets' protocol, ``resize_back: nearest`` in bench/evaluation/protocols.py)
     loss      Dice(sigmoid) + BCE (upstream ``dice_loss`` + ``sigmoid_focal_loss(alpha=-1,
               gamma=0)``), each a mean; pixels labelled ``ignore_index`` take no part
 
@@ -34,10 +34,9 @@ upstream layers; ReMamber publishes no total, see ``PUBLISHED``):
     ImageTextCorr + Twister, 4 stages    34,502,400
     conv head                             9,484,545   (Mamba head: 36,458,305)
     total                               254,578,177   (Mamba head: 281,551,937)
-FLOPs at 480 x 480, batch 1, 20 tokens, conv head (fvcore MACs, bench.profile.count_flops; not
-published): 285.12G "published" convention (scan skipped), 286.94G "full" = text 1.71 +
-encoder 70.52 + fusion 29.22 + head 185.49 (the head's full-resolution 3x3 convolutions
-dominate).
+FLOPs at 480 x 480, batch 1, 20 tokens, conv head (fvcore MACs, bench.profiling.flops.count_flops;
+not published): 285.12G "published" convention (scan skipped), 286.94G "full" = text 1.71 + encoder
+70.52 + fusion 29.22 + head 185.49 (the head's full-resolution 3x3 convolutions dominate).
 """
 from __future__ import annotations
 
@@ -50,9 +49,9 @@ import torch.nn.functional as F
 from models.backbones.vmamba import VMambaEncoder
 from models.base import SegModel
 from models.heads.remamber_heads import ReMamberConvHead, ReMamberMambaHead
+from models.pretrained import LoadReport, match_state, read_state_dict
 from models.registry import FUSIONS, PublishedFigures, create_fusion, register_model
 from models.text_encoder import build_text_encoder
-from models.pretrained import LoadReport, match_state, read_state_dict
 
 #: per size: encoder config, drop path, default text encoder, Twister settings
 REMAMBER_SIZES = {
@@ -100,6 +99,11 @@ def referring_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     return {"loss": dice_weight * dice + bce_weight * bce, "loss_dice": dice, "loss_bce": bce}
 
 
+def _text_fusions() -> list[str]:
+    """The registered fusions that pair an image with text (what a ReMamber cell may use)."""
+    return [n for n in FUSIONS.names() if FUSIONS.get(n).pairs_with == "text"]
+
+
 class ReMamber(SegModel):
     """ReMamber (module docstring). ``forward({"rgb": (B, 3, H, W), "text": (B, T)})`` ->
     logits (B, 1, H, W)."""
@@ -141,7 +145,7 @@ class ReMamber(SegModel):
             if FUSIONS.get(fusion).pairs_with != "text":
                 raise ValueError(f"ReMamber fuses the image with text; fusion {fusion!r} pairs "
                                  f"two images (use one with pairs_with 'text': "
-                                 f"{', '.join(n for n in FUSIONS.names() if FUSIONS.get(n).pairs_with == 'text')})")
+                                 f"{', '.join(_text_fusions())})")
             settings = dict(cfg["twister"], text_dim=text_dim, num_tokens=num_tokens)
             settings.update(fusion_kwargs or {})
             fusion = create_fusion(fusion, channels, **settings)
@@ -192,7 +196,8 @@ class ReMamber(SegModel):
         (r"^backbone\.text_guidencee\.(\d+)\.", r"fusion.global_text.\1."),
         (r"^backbone\.local_text_fusion\.(\d+)\.unsqueeze\.", r"fusion.local_text.\1.cost_conv."),
         (r"^backbone\.local_text_fusion\.(\d+)\.", r"fusion.local_text.\1."),
-        (r"^backbone\.multimodal_blocks\.(\d+)\.blocks\.(\d+)\.ln_1\.", r"fusion.blocks.\1.\2.norm."),
+        (r"^backbone\.multimodal_blocks\.(\d+)\.blocks\.(\d+)\.ln_1\.",
+         r"fusion.blocks.\1.\2.norm."),
         (r"^backbone\.multimodal_blocks\.(\d+)\.blocks\.(\d+)\.self_attention\.ss2d\.",
          r"fusion.blocks.\1.\2.spatial."),
         (r"^backbone\.multimodal_blocks\.(\d+)\.blocks\.(\d+)\.self_attention\.ss1d\.",

@@ -23,11 +23,11 @@ VMamba classification checkpoint (``vssmtiny_dp01_ckpt_epoch_292.pth``) into the
 upstream's ``Backbone_VSSM.load_pretrained`` does: the backbone keys, the classifier and the
 (absent) outnorms reported.
 
-Measured (tests/models/test_sigma.py, bench/zoo_report.py; reports/model_zoo/README.md), T / S / B
-with 9 classes: parameters 48,287,360 / 69,811,328 / 121,414,820, equal to the official state
-dicts (paper 48.29M / 69.81M / 121.42M); GMACs at two 3x480x640 inputs, scan not counted (Sigma's
-``flops()``) 89.48 / 138.86 / 240.65 (paper 89.49 / 138.88 / 240.67), scan counted as
-9BLDN + BDL 118.35 / 186.98 / 304.81 (computed from upstream: 118.4 / 187.0 / 304.8).
+Measured (tests/models/test_sigma.py, bench/reporting/zoo_report.py; reports/model_zoo/README.md), T
+/ S / B with 9 classes: parameters 48,287,360 / 69,811,328 / 121,414,820, equal to the official
+state dicts (paper 48.29M / 69.81M / 121.42M); GMACs at two 3x480x640 inputs, scan not counted
+(Sigma's ``flops()``) 89.48 / 138.86 / 240.65 (paper 89.49 / 138.88 / 240.67), scan counted as 9BLDN
++ BDL 118.35 / 186.98 / 304.81 (computed from upstream: 118.4 / 187.0 / 304.8).
 """
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ build them with ``create_vmamba_classifier("tiny")`` or the ``vmamba_cls_<size>`
 
 Measured (tests/models/test_vmamba.py): with the 1000-class head T / S / B have 22,893,448 /
 44,417,416 / 76,254,056 parameters (paper 22.89M / 44.42M / 76.25M) and exactly the official
-checkpoints' keys and shapes. GMACs at 224x224 (bench/zoo_report.py), scan not counted / counted
-by VMamba's old ``flops_selective_scan_ref`` / by 9BLDN + BDL: T 3.71 / 4.46 / 5.63, S 7.74 /
-9.11 / 11.23, B 13.36 / 15.19 / 18.02 (computed from upstream, docs/models.md). v2: T [s2l5]
+checkpoints' keys and shapes. GMACs at 224x224 (bench/reporting/zoo_report.py), scan not counted /
+counted by VMamba's old ``flops_selective_scan_ref`` / by 9BLDN + BDL: T 3.71 / 4.46 / 5.63, S 7.74
+/ 9.11 / 11.23, B 13.36 / 15.19 / 18.02 (computed from upstream, docs/models.md). v2: T [s2l5]
 30.71M, 4.86G; B [s2l15] 88.56M, 15.36G (README 31M / 4.9G, 89M / 15.4G).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Initialisation from files (bench/checkpoints.py, models/pretrained.py): an eval-only suite on
+"""Initialisation from files (bench/run/checkpoints.py, models/pretrained.py): an eval-only suite on
 released-format Sigma-T weights end to end, ImageNet backbone weights into Sigma-T's encoder,
 the preflight refusing Git-LFS pointers / HTML pages / mismatched keys with exit 2 before any
 training, and the safe reader (weights_only first, safetensors, DDP prefixes, EMA entries).
@@ -13,7 +13,7 @@ import torch
 
 import models
 from bench.cli import main
-from bench.store import CellStore
+from bench.results.store import CellStore
 from models.pretrained import CheckpointError, load_pretrained, read_state_dict
 from tests.helpers.native_data import make_mfnet
 from tests.helpers.suites import TOY_PLUGIN
@@ -93,7 +93,8 @@ def test_released_sigma_tiny_checkpoint_evaluated_by_an_eval_only_suite(official
 
 
 def test_backbone_init_puts_the_vmamba_checkpoint_into_sigma_tiny(official, tmp_path):
-    from bench.checkpoints import apply_init, resolve_init
+    from bench.config.schema import resolve_init
+    from bench.run.checkpoints import apply_init
 
     state = random_state(official["vmamba_v0_tiny"], seed=7)
     torch.save({"model": state}, tmp_path / "vssmtiny_dp01_ckpt_epoch_292.pth")
@@ -134,12 +135,12 @@ eval: {corruptions: [clean]}
 ])
 def test_pointer_or_html_checkpoint_refused_before_training(tmp_path, capsys, monkeypatch,
                                                             content, words):
-    import bench.train
+    import bench.run.train
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cell ran although the preflight should have stopped the suite")
 
-    monkeypatch.setattr(bench.train, "run_cell", no_training)
+    monkeypatch.setattr(bench.run.train, "run_cell", no_training)
     (tmp_path / "sigma_nano.pth").write_text(content)
     suite = tmp_path / "suite.yaml"
     suite.write_text(TOY_INIT_SUITE.replace("TOY_PLUGIN", TOY_PLUGIN))
@@ -165,7 +166,7 @@ def test_backbone_preflight_accepts_what_the_family_loader_accepts(tmp_path, cap
 
 def test_init_path_from_the_command_line_is_relative_to_the_working_directory(tmp_path,
                                                                                monkeypatch):
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     suite = tmp_path / "suites" / "suite.yaml"
     suite.parent.mkdir()
@@ -335,7 +336,7 @@ PAPER_INIT = {"sigma": "vssm", "ms2mnet": "resnet50-0676ba61.pth",
 def test_real_dataset_suites_state_init_published_figures_and_gpu_time(stem):
     import importlib
 
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     path = Path(__file__).resolve().parents[2] / "suites" / f"{stem}.yaml"
     text = path.read_text()

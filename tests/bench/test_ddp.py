@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.train as train_module
-from bench.store import CellStore
-from bench.suite import load_suite
+import bench.run.train as train_module
+from bench.config.suite import load_suite
+from bench.results.store import CellStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_two_process_torchrun_matches_one_process(write_suite, tmp_path):
 
 
 def test_one_process_takes_the_whole_batch_and_gloo_bn_is_plain_bn_outside_torchrun():
-    from bench import distributed
+    from bench.run import distributed
 
     assert not distributed.active()
     assert distributed.batch_slice([1, 2, 3]) == [1, 2, 3]
@@ -127,8 +127,8 @@ def test_every_rank_leaves_the_process_group_when_the_run_ends(write_suite, tmp_
                                                                monkeypatch, main_rank):
     """torch.distributed.destroy_process_group runs at the end of a torchrun run, on rank 0
     (after releasing the others) and on the ranks that followed it."""
-    import bench.runner as runner
-    from bench import distributed
+    import bench.run.runner as runner
+    from bench.run import distributed
 
     suite = load_suite(write_suite(SUITE))
     left = []

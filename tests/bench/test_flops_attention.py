@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import models
-from bench.profile_flops import count_flops, flop_analysis, flop_counter_cross_check
+from bench.profiling.flops import count_flops, flop_analysis, flop_counter_cross_check
 
 L, C, HEADS = 256, 64, 4
 PROJECTIONS = 4 * L * C * C

@@ -1,5 +1,5 @@
-"""bench/gpu_check.py on the CPU: the scan comparison finds a wrong gradient, the bf16 step
-check records the scan's dtype, latency rows for the seed systems at CPU scale, the table
+"""bench/diagnostics/gpu_check.py on the CPU: the scan comparison finds a wrong gradient, the bf16
+step check records the scan's dtype, latency rows for the seed systems at CPU scale, the table
 writer, and a clean exit with a message where there is no CUDA device."""
 import functools
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import kernels
-from bench import gpu_check
-from bench.gpu_check import Table
+from bench.diagnostics import gpu_check
+from bench.diagnostics.gpu_check import Table
 
 
 def test_scan_comparison_passes_for_two_correct_scans_and_catches_a_wrong_gradient():

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import ConfusionMeter, ReferringMeter, confusion_matrix, segmentation_metrics
+from bench.evaluation.metrics import (
+    ConfusionMeter,
+    ReferringMeter,
+    confusion_matrix,
+    segmentation_metrics,
+)
 
 
 def test_confusion_matrix_counts_and_ignore():

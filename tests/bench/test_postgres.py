@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.store import CellStore
+from bench.results.store import CellStore
 from tests.helpers.workers import (
     LONG_SUITE,
     SUITE,

@@ -198,10 +198,10 @@ def test_relative_root_means_the_suite_folder(tmp_path, monkeypatch):
     path = tmp_path / "suites" / "s.yaml"
     path.write_text(SUITE.replace("- name: synrgbx\n      size: 32\n      counts: [4, 2, 2]",
                                   "- name: toy\n      root: data"))
-    from bench.suite import Suite
-    from bench.suite_checks import resolve_roots
-    from bench.suite_schema import SuiteSpec
-    from bench.suite_yaml import load_with_bases
+    from bench.config.checks import resolve_roots
+    from bench.config.schema import SuiteSpec
+    from bench.config.suite import Suite
+    from bench.config.yaml_source import load_with_bases
 
     data, origins = load_with_bases(path)
     suite = Suite(SuiteSpec.model_validate(data), path, origins)

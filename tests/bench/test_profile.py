@@ -9,10 +9,11 @@ import torch.nn as nn
 
 import kernels
 import models
-from bench.profile import ProfileError, ProfileSpec, profile_model
-from bench.profile_breakdown import categorise
-from bench.profile_flops import count_flops, flop_analysis, flop_counter_cross_check
-from bench.profile_latency import measure_latency, peak_memory, throughput_sweep
+from bench.config.schema import ProfileSpec
+from bench.profiling.breakdown import categorise
+from bench.profiling.flops import count_flops, flop_analysis, flop_counter_cross_check
+from bench.profiling.latency import measure_latency, peak_memory, throughput_sweep
+from bench.profiling.profiler import ProfileError, profile_model
 
 H = W = 4
 L = H * W

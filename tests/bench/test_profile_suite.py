@@ -4,7 +4,7 @@ import statistics
 import time
 
 from bench.cli import main
-from bench.store import CellStore
+from bench.results.store import CellStore
 from tests.helpers.suites import TOY_SUITE
 
 TEN_CELLS = """\
@@ -52,7 +52,7 @@ def test_profile_command_runs_only_the_profile_stage(write_suite, tmp_path, caps
 
 
 def test_profile_gate_fails_the_cell(write_suite, tmp_path, capsys, monkeypatch):
-    import bench.profile_flops as flops
+    import bench.profiling.flops as flops
 
     # take the handle of convolutions away: every conv becomes an op without a handle
     original = flops._analysis
@@ -95,7 +95,7 @@ def test_harness_overhead_per_cell(write_suite, tmp_path):
 def test_profile_repro_compares_two_fresh_runs(write_suite, tmp_path, capsys):
     """`ssmbench profile-repro`: two `ssmbench profile` processes, one table; the exit code
     says whether every cell's runs agree within the tolerance."""
-    from bench.latency_repro import compare_runs
+    from bench.profiling.latency_repro import compare_runs
 
     path = write_suite(TOY_SUITE)
     code = main(["profile-repro", str(path), "--runs-dir", str(tmp_path / "runs"),

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 import models
-from bench import profile_latency
-from bench.profile import ProfileSpec, profile_model
-from bench.profile_latency import TimerCrossCheck, summarise_windows, time_windows
+from bench.config.schema import ProfileSpec
+from bench.profiling import latency as profile_latency
+from bench.profiling.latency import TimerCrossCheck, summarise_windows, time_windows
+from bench.profiling.profiler import profile_model
 
 CPU = torch.device("cpu")
 
 
 class FakeClock:
-    """Stands in for the ``time`` module inside bench.profile_latency (which reads only
+    """Stands in for the ``time`` module inside bench.profiling.latency (which reads only
     ``time.perf_counter``): time passes only when a scripted call advances it."""
 
     def __init__(self):

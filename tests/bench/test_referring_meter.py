@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.metrics import ReferringMeter
+from bench.evaluation.metrics import ReferringMeter
 
 
 def masks(pairs):

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from bench.report import baseline_keys, main_table, summary_lines
-from bench.report_plots import pareto_front
-from bench.suite_schema import ReportSpec
+from bench.config.schema import ReportSpec
+from bench.reporting.plots import pareto_front
+from bench.reporting.suite_report import baseline_keys, main_table, summary_lines
 
 CLASSES = ["bg", "a", "b"]
 
@@ -143,8 +143,8 @@ def test_a_cell_predicting_one_class_is_flagged_at_chance_level():
 
 
 def test_generated_tables_render_with_pipes_in_class_names():
-    from bench.markdown import markdown_table
-    from bench.report import per_class_table
+    from bench.reporting.markdown import markdown_table
+    from bench.reporting.suite_report import per_class_table
     from tests.helpers.markdown_tables import table_problems
 
     done = DONE.rename(columns={"clean/IoU/b": "clean/IoU/yellow_low|cyan_high"})
@@ -156,7 +156,7 @@ def test_generated_tables_render_with_pipes_in_class_names():
 
 
 def test_robustness_values_of_single_class_predictions_are_marked():
-    from bench.report import corruption_table
+    from bench.reporting.suite_report import corruption_table
 
     done = seeded({"rgb": [50.0, 51.0]})
     done["x_missing/mIoU"] = [7.8, 7.8]
@@ -168,7 +168,7 @@ def test_robustness_values_of_single_class_predictions_are_marked():
 
 def test_curves_are_drawn_per_loss_composition_and_a_one_point_curve_shows(tmp_path,
                                                                            monkeypatch):
-    from bench.report_plots import loss_composition, plot_curves
+    from bench.reporting.plots import loss_composition, plot_curves
 
     def history(terms, n):
         return {"iteration": list(range(10, 10 * n + 1, 10)), "loss": [1.0 / i for i in

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import bench.train as train_module
+import bench.run.train as train_module
 from bench.cli import main
-from bench.suite import load_suite
+from bench.config.suite import load_suite
 from tests.helpers.resume import SUBPROCESS_ENV, kill_when_mid_cell, resumed_from, stored_results
 
 REPO = Path(__file__).resolve().parents[2]

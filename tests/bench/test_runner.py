@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.train as train_module
+import bench.run.train as train_module
 from bench.cli import main
-from bench.store import CellStore
-from bench.suite import load_suite
+from bench.config.suite import load_suite
+from bench.results.store import CellStore
 from tests.helpers.suites import TOY_SUITE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_reruns_after_a_change_run_only_the_new_cells(write_suite, tmp_path, cap
 
 
 def test_profile_section_leaves_out_cells_outside_the_grid(write_suite, tmp_path, capsys):
-    from bench.profile_report import profiled_cells
+    from bench.reporting.profile_section import profiled_cells
 
     path = write_suite(TOY_SUITE.replace("train: {", "stages: [profile]\ntrain: {"))
     assert _run(path, tmp_path) == 0

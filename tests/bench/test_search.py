@@ -9,10 +9,10 @@ import pytest
 from optuna.trial import TrialState
 
 from bench.cli import main
-from bench.search import SearchPlan
-from bench.store import CellStore
-from bench.suite import load_suite
-from bench.suite_yaml import SuiteError
+from bench.config.suite import load_suite
+from bench.config.yaml_source import SuiteError
+from bench.results.store import CellStore
+from bench.run.search import SearchPlan
 
 SEARCH = """\
 name: toy_search
@@ -165,7 +165,7 @@ def test_search_needs_validations_for_its_pruner(write_suite):
     suite = load_suite(write_suite(SEARCH.replace("val_every: 4", "val_every: 0")))
     with pytest.raises(SuiteError, match="train.val_every"):
         SearchPlan(suite)
-    # a space key that is not a setting is refused when the suite loads (bench/suite_checks.py)
+    # a space key that is not a setting is refused when the suite loads (bench/config/checks.py)
     with pytest.raises(SuiteError, match="train has no setting 'learning_rate'"):
         load_suite(write_suite(SEARCH.replace("train.lr:", "train.learning_rate:")))
 

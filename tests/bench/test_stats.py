@@ -1,5 +1,5 @@
-"""bench/stats.py against scipy's own tests and intervals, a hand-computed Holm example, and
-published sample sizes for the t-test (Cohen 1988 / G*Power); synthetic per-seed values with a
+"""bench/reporting/stats.py against scipy's own tests and intervals, a hand-computed Holm example,
+and published sample sizes for the t-test (Cohen 1988 / G*Power); synthetic per-seed values with a
 known answer: a clear difference is significant, a null difference is not."""
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import stats
+from bench.reporting import stats
 
 SEEDS = range(5)
 # per-seed values: seed effects shared by both cells (same data order), small noise

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.suite import load_suite
+from bench.config.suite import load_suite
 from tests.helpers.suites import TOY_SUITE
 
 BASE = """\
@@ -124,7 +124,7 @@ def test_cell_ids_are_stable_and_track_config(write_suite):
 
 
 def test_cell_id_ignores_where_data_and_weights_lie_but_not_which_weights():
-    from bench.suite import cell_id
+    from bench.config.suite import cell_id
 
     config = {"model": "sigma", "seed": 0, "dataset": {"name": "mfnet", "root": "/data/a"},
               "init": {"checkpoint": "/ckpt/a/sigma_tiny.pth", "strict": True}}

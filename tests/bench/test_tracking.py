@@ -9,8 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bench.cli import main
-from bench.store import CellStore
-from bench.tracking import ENV_SWITCH, Tracker
+from bench.results.store import CellStore
+from bench.results.tracking import ENV_SWITCH, Tracker
 from tests.helpers.suites import TOY_SUITE
 
 ONE_CELL = (TOY_SUITE.replace("fusions: [rgb_only, add]", "fusions: [add]")

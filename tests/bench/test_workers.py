@@ -2,7 +2,7 @@
 runs exactly once (and no FAIL trial is left by workers starting together), and a worker killed
 with SIGKILL mid-cell has its cell finished (resumed from its checkpoint) by another worker. The
 PostgreSQL variants are in test_postgres.py."""
-from bench.store import CellStore
+from bench.results.store import CellStore
 from tests.helpers.workers import (
     LONG_SUITE,
     SUITE,

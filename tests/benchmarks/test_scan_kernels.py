@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import kernels
-from bench.kernel_sweep import SweepShape, vmamba_inputs
+from bench.config.schema import SweepShape
+from bench.profiling.kernel_sweep import vmamba_inputs
 
 FWD = [SweepShape(B=1, D=384, L=4096, N=16), SweepShape(B=1, D=192, L=1024, N=16),
        SweepShape(B=1, D=768, L=1024, N=16, G=4)]

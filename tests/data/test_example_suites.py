@@ -13,7 +13,7 @@ import yaml
 import bench.data as data
 from bench.data.corruptions import parse_corruption
 from bench.data.transforms import parse_augment
-from bench.protocols import describe
+from bench.evaluation.protocols import describe
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 REAL_SUITES = ["mfnet", "pst900", "nyudv2", "sunrgbd", "whu_opt_sar", "hunan", "vaihingen",
@@ -70,9 +70,9 @@ def test_example_suite_validates_against_the_full_schema(stem, tmp_path, monkeyp
     and expands to at least one cell of the paper's model. The empty folder is in no layout of
     the dataset: the suite is refused with the layouts and `ssmbench data convert` named, and
     accepted once the layout check is set aside."""
-    import bench.suite_checks
-    from bench.suite import load_suite as load_validated
-    from bench.suite_yaml import SuiteError
+    import bench.config.checks
+    from bench.config.suite import load_suite as load_validated
+    from bench.config.yaml_source import SuiteError
 
     for path in SUITES.glob("_*.yaml"):  # shared bases, referenced by relative path
         (tmp_path / path.name).write_text(path.read_text())
@@ -85,7 +85,7 @@ def test_example_suite_validates_against_the_full_schema(stem, tmp_path, monkeyp
         with pytest.raises(SuiteError, match="ssmbench data convert") as refused:
             load_validated(copy)
         assert "grid.datasets[0].root" in str(refused.value) and "layout" in str(refused.value)
-    monkeypatch.setattr(bench.suite_checks, "check_root", lambda *args: [])
+    monkeypatch.setattr(bench.config.checks, "check_root", lambda *args: [])
     cells = load_validated(copy).cells()
     assert cells and all(cell["model"] == MODELS[stem] for cell in cells)
 
@@ -116,8 +116,8 @@ def test_example_suite_passes_the_preflight_on_a_tree_of_its_dataset(stem, tmp_p
     """Each suite's models are built for its dataset's modalities and its splits are read, on a
     small tree in the dataset's layout (tests/helpers/native_data.py). LoveDA is RGB only: its
     Samba model is built from one modality (this used to fail every cell at model build)."""
-    from bench.preflight import preflight
-    from bench.suite import load_suite as load_bench_suite
+    from bench.config.suite import load_suite as load_bench_suite
+    from bench.run.preflight import preflight
 
     _trees()[stem](tmp_path / stem)
     raw = load_suite(SUITES / f"{stem}.yaml")

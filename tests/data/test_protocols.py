@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from bench.protocols import ProtocolError, describe, infer, resolve
+from bench.evaluation.protocols import ProtocolError, describe, infer, resolve
 
 
 class WindowPosition(torch.nn.Module):

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.store import CellStore
+from bench.results.store import CellStore
 
 REPO = Path(__file__).resolve().parents[2]
 

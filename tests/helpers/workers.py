@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.store import CellStore
+from bench.results.store import CellStore
 from tests.helpers.suites import TOY_SUITE
 
 REPO = Path(__file__).resolve().parents[2]

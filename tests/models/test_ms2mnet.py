@@ -249,7 +249,7 @@ def test_zoo_report_marks_the_reconstructed_modules_and_claims_no_check():
     """VFE, ASAF and DFE are used but never defined by the release: the zoo row names them and
     their share (32.7M of 51.7M parameters, the outside audit's figure), and with nothing
     published its "ok" cell says so instead of "yes"."""
-    from bench import zoo_report as zr
+    from bench.reporting import zoo_report as zr
 
     entry = models.get_published("MS2MNet")
     measured = zr.measure(entry, flops=False)

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 import models
+from bench.config.suite import load_suite
 from bench.data import build_dataset
-from bench.suite import load_suite
-from bench.train import run_cell
+from bench.run.train import run_cell
 from models import count_params
 from models.heads.remamber_heads import ReMamberConvHead, ReMamberMambaHead
 from models.text_encoder import (

@@ -218,7 +218,7 @@ def test_sigma_small_base_keys_and_params(official, size):
 
 @pytest.mark.parametrize("stem", ["mfnet", "pst900", "nyudv2", "sunrgbd"])
 def test_sigma_suites_use_the_upstream_recipe_and_sliding_window(stem):
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     cells = load_suite(ROOT / "suites" / f"{stem}.yaml", check_names=False).cells()  # no data here
     assert cells and all(c["model"] == "sigma" and c["fusion"] == "sigma" for c in cells)
@@ -235,7 +235,7 @@ def test_sigma_suites_use_the_upstream_recipe_and_sliding_window(stem):
 def test_sigma_tiny_flops(sigma_tiny):
     """Two 3x480x640 inputs: 89.49G without the scan (Sigma's flops()), ~118.4G with it; both
     computed from upstream's classes, the first matching Sigma's FLOPs plot (docs/models.md)."""
-    from bench.profile_flops import flop_analysis
+    from bench.profiling.flops import flop_analysis
 
     inputs = {"rgb": torch.randn(1, 3, 480, 640), "x": torch.randn(1, 3, 480, 640)}
     result = flop_analysis(sigma_tiny.eval(), inputs, depth=1)

@@ -189,7 +189,7 @@ def test_ref_scan_formula_by_hand():
 def test_vmamba_tiny_flops_three_conventions():
     """4.46G (old ref scan formula) / 5.63G (fn formula) / 3.71G (no scan) at 224x224: computed
     from upstream's classes, matching VMamba's published figures (docs/models.md, "VMamba")."""
-    from bench.zoo_report import measure
+    from bench.reporting.zoo_report import measure
 
     entry = models.get_published("VMamba-T")
     m = measure(entry)
@@ -200,7 +200,7 @@ def test_vmamba_tiny_flops_three_conventions():
 
 
 def test_zoo_report_rows_are_the_figures_registered_beside_the_builders():
-    from bench import zoo_report as zr
+    from bench.reporting import zoo_report as zr
 
     systems = [e.system for e in zr.entries()]
     assert {"VMamba-T", "VMamba-B v2 [s2l15]", "Sigma-T", "Samba", "MS2MNet",
@@ -215,7 +215,7 @@ def test_zoo_report_rows_are_the_figures_registered_beside_the_builders():
 
 def test_zoo_report_renders_and_caches(tmp_path, monkeypatch):
     """Measuring one row keeps the other rows' cached numbers."""
-    from bench import zoo_report as zr
+    from bench.reporting import zoo_report as zr
 
     entry = models.PublishedFigures("Toy", "models.zoo.vmamba:vmamba_cls_tiny",
                                     {"image": (1, 3, 32, 32)}, 10.0, {"full": 2.0})
