@@ -17,7 +17,7 @@ BENCH_MAY_IMPORT = {
     "data": set(),
     "evaluation": {"data"},
     "config": {"data", "evaluation"},
-    "results": set(),
+    "results": {"config"},
     "profiling": {"config", "results"},
     "reporting": {"config", "results", "profiling"},
     "run": {"config", "data", "evaluation", "results", "profiling", "reporting"},

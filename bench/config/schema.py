@@ -137,6 +137,11 @@ class DatasetRef(BaseModel):
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @property
+    def loader_options(self) -> dict[str, Any]:
+        """The dataset constructor's keywords: ``root`` (when given) and the options."""
+        return {**({"root": self.root} if self.root is not None else {}), **self.options}
+
 
 class Grid(Strict):
     models: list[str] = Field(min_length=1)
@@ -245,6 +250,24 @@ class SuiteSpec(Strict):
     #: Optuna search over the grid's cells (bench/config/search_space.py; `ssmbench search`)
     search: SearchSpec | None = None
     kernels: dict[str, Any] | None = None
+
+
+class CellConfig(Strict):
+    """One cell as ``Suite.cells()`` resolves it. The store keeps it as that JSON dict (which
+    its id hashes); the code that runs a cell reads it through this typed view, validated once
+    where the dict enters (``run_cell``, the preflight, the init checks)."""
+    model: str
+    size: str
+    fusion: str
+    dataset: DatasetRef
+    seed: int
+    stages: list[Literal["train", "eval", "profile"]]
+    train: TrainSpec
+    eval: EvalSpec
+    profile: ProfileSpec
+    init: InitSpec | None = None
+    id: str | None = None
+    label: str | None = None
 
 
 # ----------------------------------------------------------------------------- kernels suites

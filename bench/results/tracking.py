@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import torch
 
+from bench.config.schema import CellConfig
+
 log = logging.getLogger("ssmbench")
 
 ENV_SWITCH = "SSMBENCH_TENSORBOARD"
@@ -28,11 +30,11 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").lower() not in ("0", "false", "no", "off")
 
 
-def log_dir(config: dict, workdir: Path) -> Path:
+def log_dir(cell: CellConfig, workdir: Path) -> Path:
     """``runs/<suite>/tensorboard/<cell id>-<model>-<size>-<fusion>-seed<seed>`` (the cell's
     workdir is ``runs/<suite>/cells/<cell id>``)."""
-    name = "-".join(str(config[k]) for k in ("model", "size", "fusion"))
-    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", f"{config['id']}-{name}-seed{config['seed']}")
+    name = f"{cell.id}-{cell.model}-{cell.size}-{cell.fusion}-seed{cell.seed}"
+    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)
     return Path(workdir).parent.parent / "tensorboard" / name
 
 
@@ -40,11 +42,11 @@ def _hparam(value: Any):
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def hyperparameters(config: dict) -> dict:
+def hyperparameters(cell: CellConfig) -> dict:
     """The cell's grid keys and every training setting, flat (TensorBoard's HPARAMS tab)."""
-    out = {k: _hparam(config[k]) for k in ("model", "size", "fusion", "seed") if k in config}
-    out["dataset"] = _hparam(config.get("dataset"))
-    for key, value in (config.get("train") or {}).items():
+    out = {k: _hparam(getattr(cell, k)) for k in ("model", "size", "fusion", "seed")}
+    out["dataset"] = _hparam(cell.dataset.model_dump(exclude_none=True))
+    for key, value in cell.train.model_dump(mode="json").items():
         out[f"train.{key}"] = _hparam(value)
     return out
 
@@ -61,17 +63,17 @@ class Tracker:
     checkpoint's): events after it, left by the killed run, are purged (``purge_step``) so no
     step repeats."""
 
-    def __init__(self, config: dict, workdir: Path, start: int, device: torch.device):
+    def __init__(self, cell: CellConfig, workdir: Path, start: int, device: torch.device):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.config, self.device = config, device
-        self.dir = log_dir(config, workdir)
+        self.cell, self.device = cell, device
+        self.dir = log_dir(cell, workdir)
         # steps up to the checkpoint (``start``) are kept; later ones are written again
         self.writer = SummaryWriter(str(self.dir), purge_step=start + 1 if start else None)
         # a pruned or failed cell leaves train_cell by an exception: close when dropped
         weakref.finalize(self, self.writer.close)
-        self.batch_size = config["train"]["batch_size"]
-        self.log_every = config["train"]["log_every"]
+        self.batch_size = cell.train.batch_size
+        self.log_every = cell.train.log_every
         self._since, self._clock = start, time.perf_counter()
         self._last_val: float | None = None
 
@@ -99,30 +101,30 @@ class Tracker:
     def close(self) -> None:
         metrics = {"hparam/val_mIoU": self._last_val} if self._last_val is not None else \
             {"hparam/trained": 1.0}
-        self.writer.add_hparams(hyperparameters(self.config), metrics, run_name=".")
+        self.writer.add_hparams(hyperparameters(self.cell), metrics, run_name=".")
         self.writer.close()
 
 
-def open_tracker(config: dict, workdir: Path, start: int, device: torch.device,
+def open_tracker(cell: CellConfig, workdir: Path, start: int, device: torch.device,
                  main_process: bool = True) -> Tracker | None:
     """A tracker for this cell, or None when TensorBoard is off or this is not the main rank;
     a writer that cannot start is logged, never fatal to the cell."""
     if not (enabled() and main_process):
         return None
     try:
-        return Tracker(config, workdir, start, device)
+        return Tracker(cell, workdir, start, device)
     except Exception as exc:  # noqa: BLE001 - tracking must not fail a cell
-        log.warning("TensorBoard off for %s: %s", config.get("label"), exc)
+        log.warning("TensorBoard off for %s: %s", cell.label, exc)
         return None
 
 
-def log_test_metrics(config: dict, workdir: Path, metrics: dict, iteration: int) -> None:
+def log_test_metrics(cell: CellConfig, workdir: Path, metrics: dict, iteration: int) -> None:
     """The cell's test-split metrics (every robustness set) at the last iteration."""
     if not enabled() or not metrics:
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(log_dir(config, workdir))) as writer:
+    with SummaryWriter(str(log_dir(cell, workdir))) as writer:
         for corruption, values in metrics.items():
             for key in ("mIoU", "mF1", "aAcc", "mAcc", "oIoU"):
                 if isinstance(values, dict) and values.get(key) is not None:

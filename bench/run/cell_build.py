@@ -6,26 +6,23 @@ from __future__ import annotations
 import torch
 
 import models
+from bench.config.schema import CellConfig
 from bench.data import build_dataset, get_dataset_class
 
 
-def dataset_info(config: dict):
+def dataset_info(cell: CellConfig):
     """The dataset's ``info`` (classes, modalities): from the class when it declares one, else
     from an instance (datasets whose modalities depend on their options)."""
-    cls = get_dataset_class(config["dataset"]["name"])
+    cls = get_dataset_class(cell.dataset.name)
     info = getattr(cls, "info", None)
     if info is None:
-        info = build_dataset(config["dataset"]["name"], split=config["eval"]["split"],
-                             augment=None, **dataset_options(config)).info
+        info = build_dataset(cell.dataset.name, split=cell.eval.split, augment=None,
+                             **cell.dataset.loader_options).info
     return info
 
 
-def dataset_options(config: dict) -> dict:
-    return {k: v for k, v in config["dataset"].items() if k != "name"}
-
-
-def build_model(config: dict, info) -> torch.nn.Module:
+def build_model(cell: CellConfig, info) -> torch.nn.Module:
     return models.create_model(
-        config["model"], size=config["size"], fusion=config["fusion"],
+        cell.model, size=cell.size, fusion=cell.fusion,
         num_classes=1 if info.task == "referring" else info.num_classes,
-        modalities=dict(info.modalities), **config["train"].get("model_kwargs", {}))
+        modalities=dict(info.modalities), **cell.train.model_kwargs)

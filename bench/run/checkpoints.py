@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bench.config.schema import InitSpec
+from bench.config.schema import CellConfig, InitSpec
 from models.errors import UserError
 
 
@@ -53,46 +53,44 @@ def backbone_loader(model, family: str | None = None):
                     f"whole-model checkpoint, or remove init")
 
 
-def load_init(model, init: dict, family: str | None = None):
-    """Load ``init`` (resolved) into ``model``; returns the ``LoadReport``."""
+def load_init(model, spec: InitSpec, family: str | None = None):
+    """Load ``spec`` (its path resolved) into ``model``; returns the ``LoadReport``."""
     from models.pretrained import load_pretrained
 
-    spec = InitSpec.model_validate(init)
     options = dict(strict=spec.strict, ema=spec.ema, allow_pickle=spec.allow_pickle)
     if spec.kind == "backbone":
         return backbone_loader(model, family)(model, spec.backbone, **options)
     return load_pretrained(model, spec.checkpoint, **options)
 
 
-def apply_init(config: dict, model) -> dict[str, Any] | None:
+def apply_init(cell: CellConfig, model) -> dict[str, Any] | None:
     """The cell's init applied to ``model`` (run before training or evaluation); the load
     report as stored with the cell, or None without init."""
-    init = config.get("init")
-    if not init or not _needs_weights(config):
+    if cell.init is None or not _needs_weights(cell.stages):
         return None
-    report = load_init(model, init, config.get("model"))
-    return {"kind": InitSpec.model_validate(init).kind, "strict": init.get("strict", True),
-            "ema": init.get("ema", False), **report.to_dict()}
+    report = load_init(model, cell.init, cell.model)
+    return {"kind": cell.init.kind, "strict": cell.init.strict, "ema": cell.init.ema,
+            **report.to_dict()}
 
 
-def _needs_weights(config: dict) -> bool:
+def _needs_weights(stages: list[str]) -> bool:
     """Weights matter to training and evaluation; a profile-only cell (``ssmbench profile``)
     measures FLOPs and latency, which they do not change, so it runs without the files."""
-    return bool({"train", "eval"} & set(config.get("stages", [])))
+    return bool({"train", "eval"} & set(stages))
 
 
-def _meta_model(config: dict):
+def _meta_model(cell: CellConfig):
     """The cell's model with its parameters on the meta device (keys and shapes only)."""
     import torch
 
     from bench.run.cell_build import build_model, dataset_info
 
-    info = dataset_info(config)
+    info = dataset_info(cell)
     try:
         with torch.device("meta"):
-            return build_model(config, info)
+            return build_model(cell, info)
     except Exception:  # noqa: BLE001 - a constructor that computes on tensors: build it for real
-        return build_model(config, info)
+        return build_model(cell, info)
 
 
 def check_init_files(suite, cells: list[dict]) -> list[str]:
@@ -110,7 +108,7 @@ def check_init_files(suite, cells: list[dict]) -> list[str]:
                                   "randomly initialised weights; add init: {checkpoint: PATH} "
                                   f"(cell {cell['label']})", ("stages",))
             continue
-        if not _needs_weights(cell):
+        if not _needs_weights(stages):
             continue
         spec = InitSpec.model_validate(init)
         where = ("init", spec.kind)
@@ -130,7 +128,7 @@ def check_init_files(suite, cells: list[dict]) -> list[str]:
             state = states[(spec.path, spec.ema)]
         except CheckpointError as exc:
             raise suite.error(f"{exc}", where) from None
-        model = _meta_model(cell)
+        model = _meta_model(CellConfig.model_validate(cell))
         if spec.kind == "backbone":  # the family's loader decides what strict allows
             loader = _checked(suite, where, backbone_loader, model, cell["model"])
             try:

@@ -192,6 +192,7 @@ def _try_models(suite: Suite, cells: list[dict], items: dict[str, list[dict]],
                 errors: list[SuiteError], summary: PreflightSummary) -> None:
     import torch
 
+    from bench.config.schema import CellConfig
     from bench.run.cell_build import build_model, dataset_info
     from bench.run.train import split_batch
     from kernels.selective_scan import scan_backend
@@ -203,8 +204,9 @@ def _try_models(suite: Suite, cells: list[dict], items: dict[str, list[dict]],
         data = items.get(key)
         if reads_data and not data:
             continue  # no item could be read: already reported
+        typed = CellConfig.model_validate(cell)
         try:
-            info = dataset_info(cell)
+            info = dataset_info(typed)
         except Exception as exc:  # noqa: BLE001
             if reads_data:
                 errors.append(suite.error(_message(exc), (
@@ -221,7 +223,7 @@ def _try_models(suite: Suite, cells: list[dict], items: dict[str, list[dict]],
         try:
             # the constructor first on the meta device: no memory, no initialisation cost
             with torch.device("meta"):
-                size = sum(p.numel() for p in build_model(cell, info).parameters())
+                size = sum(p.numel() for p in build_model(typed, info).parameters())
             if size > MAX_RUN_PARAMETERS:
                 summary.meta_only += 1
                 continue
@@ -229,7 +231,7 @@ def _try_models(suite: Suite, cells: list[dict], items: dict[str, list[dict]],
             # first use would build (minutes) before any cell needs it
             with torch.random.fork_rng(), scan_backend("torch"):
                 torch.manual_seed(0)
-                model = build_model(cell, info)
+                model = build_model(typed, info)
                 model.train()
                 stage = "the training forward pass"
                 batch = _tiny_batch(data) if data else _synthetic_batch(info)

@@ -32,12 +32,13 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from tqdm.auto import tqdm
 
 import models
+from bench.config.schema import CellConfig, TrainSpec
 from bench.data import build_dataset
 from bench.evaluation.metrics import ConfusionMeter, ReferringMeter
 from bench.evaluation.protocols import describe, infer
 from bench.results import tracking
 from bench.run import distributed
-from bench.run.cell_build import build_model, dataset_info, dataset_options
+from bench.run.cell_build import build_model, dataset_info
 from models.errors import UserError
 
 
@@ -151,32 +152,32 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def lr_factor(train: dict, total: int) -> Callable[[int], float]:
+def lr_factor(train: TrainSpec, total: int) -> Callable[[int], float]:
     """Warm-up then poly / cosine / constant, per iteration (Sigma's WarmUpPolyLR form:
     linear warm-up, then lr * (1 - (it - warmup) / (total - warmup)) ** power)."""
-    warmup, ratio, base = train["warmup_iters"], train["warmup_ratio"], train["lr"]
-    floor = train["min_lr"] / base
+    warmup, ratio, base = train.warmup_iters, train.warmup_ratio, train.lr
+    floor = train.min_lr / base
 
     def factor(it: int) -> float:
         if it < warmup:
             return ratio + (1 - ratio) * it / warmup
         progress = min(1.0, (it - warmup) / max(1, total - warmup))
-        if train["schedule"] == "poly":
-            return floor + (1 - floor) * (1 - progress) ** train["poly_power"]
-        if train["schedule"] == "cosine":
+        if train.schedule == "poly":
+            return floor + (1 - floor) * (1 - progress) ** train.poly_power
+        if train.schedule == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        if train["schedule"] == "step":
-            return train["gamma"] ** sum(it >= m for m in train["milestones"])
+        if train.schedule == "step":
+            return train.gamma ** sum(it >= m for m in train.milestones)
         return 1.0
 
     return factor
 
 
-def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer:
-    groups = models.param_groups(model, train["weight_decay"], train["param_groups"])
-    if train["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=train["lr"], momentum=train["momentum"])
-    return torch.optim.AdamW(groups, lr=train["lr"], betas=tuple(train["betas"]))
+def make_optimizer(model: torch.nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
+    groups = models.param_groups(model, train.weight_decay, train.param_groups)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -195,20 +196,20 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device: torch.device,
+def train_cell(cell: CellConfig, model: torch.nn.Module, info, workdir: Path, device: torch.device,
                on_validation: Callable[[int, float], bool] | None = None,
                progress: bool = True) -> dict:
     """Train ``model`` for the cell; returns the training history."""
-    train = config["train"]
-    dataset = build_dataset(config["dataset"]["name"], split="train",
-                            augment=train["augment"] or None, **dataset_options(config))
-    if len(dataset) < train["batch_size"]:
+    train = cell.train
+    dataset = build_dataset(cell.dataset.name, split="train",
+                            augment=train.augment or None, **cell.dataset.loader_options)
+    if len(dataset) < train.batch_size:
         raise CellError(f"the train split has {len(dataset)} samples, fewer than one batch of "
-                        f"{train['batch_size']}")
-    per_epoch = max(1, len(dataset) // train["batch_size"])
-    total = train["iterations"] or (train["epochs"] or 1) * per_epoch
+                        f"{train.batch_size}")
+    per_epoch = max(1, len(dataset) // train.batch_size)
+    total = train.iterations or (train.epochs or 1) * per_epoch
     if distributed.active():  # before the optimiser: the synchronised BN has new parameters
-        distributed.batch_slice(list(range(train["batch_size"])))  # refuses an uneven split
+        distributed.batch_slice(list(range(train.batch_size)))  # refuses an uneven split
         distributed.sync_batchnorm(model, device)
     optimizer = make_optimizer(model, train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train, total))
@@ -227,11 +228,11 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
     if start >= total:
         return {"history": history, "iterations": total, "resumed_from": start}
 
-    sampler = EpochBatchSampler(len(dataset), train["batch_size"], config["seed"], start, total)
-    loader = DataLoader(SeededItems(dataset, config["seed"]), batch_sampler=sampler,
-                        num_workers=train["num_workers"], collate_fn=default_collate,
-                        generator=loader_generator(config["seed"]))
-    use_amp = train["amp"] and device.type == "cuda"
+    sampler = EpochBatchSampler(len(dataset), train.batch_size, cell.seed, start, total)
+    loader = DataLoader(SeededItems(dataset, cell.seed), batch_sampler=sampler,
+                        num_workers=train.num_workers, collate_fn=default_collate,
+                        generator=loader_generator(cell.seed))
+    use_amp = train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     model.train()
     step = distributed.wrap(model, device) if distributed.active() else model.forward_train
@@ -239,7 +240,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
                dynamic_ncols=True)
     it = start
     running = running_loss
-    tracker = tracking.open_tracker(config, workdir, start, device, distributed.is_main())
+    tracker = tracking.open_tracker(cell, workdir, start, device, distributed.is_main())
     for batch in loader:
         inputs, target = split_batch(to_device(batch, device), model.modalities)
         state = {"iteration": it, "max_iters": total, "epoch": it // per_epoch + 1,
@@ -251,9 +252,9 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
             raise CellError(f"loss became {loss.item()} at iteration {it}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if train["grad_clip"]:
+        if train.grad_clip:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -262,17 +263,17 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
         bar.update(1)
         if tracker is not None:
             tracker.step(it, losses, scheduler.get_last_lr()[0])
-        if it % train["log_every"] == 0 or it == total:
-            n = it % train["log_every"] or train["log_every"]
+        if it % train.log_every == 0 or it == total:
+            n = it % train.log_every or train.log_every
             history["iteration"].append(it)
             history["loss"].append(distributed.mean(running / n))
             history["lr"].append(scheduler.get_last_lr()[0])
             history["loss_terms"] = [k for k in losses if k != "loss"]  # report: curve panels
             bar.set_postfix(loss=f"{running / n:.3f}")
             running = 0.0
-        if train["val_every"] and (it % train["val_every"] == 0 or it == total):
+        if train.val_every and (it % train.val_every == 0 or it == total):
             # the last validation is the search objective val_mIoU; pruning stops before it
-            miou = validate(config, model, info, device)
+            miou = validate(cell, model, info, device)
             history["val_iteration"].append(it)
             history["val_mIoU"].append(miou)
             if tracker is not None:
@@ -281,7 +282,7 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
             stop = on_validation(it, miou) if on_validation is not None else False
             if distributed.agree(stop) and it < total:
                 raise Pruned(f"pruned at iteration {it} (val mIoU {miou:.2f})")
-        if (it % train["checkpoint_every"] == 0 or it == total) and distributed.is_main():
+        if (it % train.checkpoint_every == 0 or it == total) and distributed.is_main():
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "iteration": it, "history": history,
@@ -293,11 +294,11 @@ def train_cell(config: dict, model: torch.nn.Module, info, workdir: Path, device
 
 
 @torch.no_grad()
-def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.device,
+def evaluate_split(cell: CellConfig, model: torch.nn.Module, info, device: torch.device,
                    split: str, corruption: str | None, max_samples: int | None = None) -> dict:
-    ev = config["eval"]
-    dataset = build_dataset(config["dataset"]["name"], split=split, augment=None,
-                            corruption=corruption, **dataset_options(config))
+    ev = cell.eval
+    dataset = build_dataset(cell.dataset.name, split=split, augment=None,
+                            corruption=corruption, **cell.dataset.loader_options)
     if max_samples:
         dataset = torch.utils.data.Subset(dataset, range(min(max_samples, len(dataset))))
     samples = len(dataset)
@@ -306,11 +307,11 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
     if sharded:
         dataset = torch.utils.data.Subset(dataset, range(distributed.rank(), samples,
                                                          distributed.world_size()))
-    loader = DataLoader(dataset, batch_size=ev["batch_size"], shuffle=False,
-                        num_workers=config["train"]["num_workers"],
-                        generator=loader_generator(config["seed"]))
+    loader = DataLoader(dataset, batch_size=ev.batch_size, shuffle=False,
+                        num_workers=cell.train.num_workers,
+                        generator=loader_generator(cell.seed))
     model.eval()
-    protocol = ev["protocol"] or info.protocol
+    protocol = ev.protocol or info.protocol
     meter = ReferringMeter() if referring else ConfusionMeter(info.num_classes, info.ignore_index)
     for batch in loader:
         inputs, target = split_batch(to_device(batch, device), model.modalities)
@@ -329,29 +330,29 @@ def evaluate_split(config: dict, model: torch.nn.Module, info, device: torch.dev
     return out
 
 
-def validate(config: dict, model, info, device) -> float:
-    train = config["train"]
-    result = evaluate_split(config, model, info, device, train["val_split"], None,
-                            train["val_max_samples"])
+def validate(cell: CellConfig, model, info, device) -> float:
+    train = cell.train
+    result = evaluate_split(cell, model, info, device, train.val_split, None,
+                            train.val_max_samples)
     return result["mIoU"]
 
 
-def evaluate_cell(config: dict, model, info, device, progress: bool = True) -> dict:
+def evaluate_cell(cell: CellConfig, model, info, device, progress: bool = True) -> dict:
     """Metrics on the test split and on every robustness set named in the suite."""
     out = {}
-    corruptions = config["eval"]["corruptions"]
+    corruptions = cell.eval.corruptions
     for name in tqdm(corruptions, desc="  eval", leave=False, disable=not progress):
-        out[name] = evaluate_split(config, model, info, device, config["eval"]["split"],
-                                   None if name == "clean" else name, config["eval"]["max_samples"])
+        out[name] = evaluate_split(cell, model, info, device, cell.eval.split,
+                                   None if name == "clean" else name, cell.eval.max_samples)
     return out
 
 
-def example_inputs(config: dict, info, device: torch.device) -> dict[str, torch.Tensor]:
+def example_inputs(cell: CellConfig, info, device: torch.device) -> dict[str, torch.Tensor]:
     """Batch-1 inputs for profiling at ``profile.input_size`` (or the eval sample's size)."""
-    size = config["profile"].get("input_size")
+    size = cell.profile.input_size
     if size is None:
-        sample = build_dataset(config["dataset"]["name"], split=config["eval"]["split"],
-                               augment=None, **dataset_options(config))[0]
+        sample = build_dataset(cell.dataset.name, split=cell.eval.split,
+                               augment=None, **cell.dataset.loader_options)[0]
         size = list(sample["label"].shape[-2:])
     gen = torch.Generator().manual_seed(0)
     out = {}
@@ -366,29 +367,29 @@ def example_inputs(config: dict, info, device: torch.device) -> dict[str, torch.
 def run_cell(config: dict, workdir: Path, on_validation=None,
              progress: bool = True) -> dict[str, Any]:
     """Every stage of one cell; returns what the store keeps."""
-    from bench.config.schema import ProfileSpec
     from bench.profiling.machine import fingerprint
     from bench.profiling.profiler import ProfileError, profile_model
 
-    train = config["train"]
-    threads = train["threads"]
+    cell = CellConfig.model_validate(config)  # the stored dict, read typed from here on
+    train = cell.train
+    threads = train.threads
     if threads:
         torch.set_num_threads(threads)
-    seed_everything(config["seed"])
-    device = distributed.local_device(pick_device(train["device"]))
-    info = dataset_info(config)
-    model = build_model(config, info).to(device)
+    seed_everything(cell.seed)
+    device = distributed.local_device(pick_device(train.device))
+    info = dataset_info(cell)
+    model = build_model(cell, info).to(device)
     result: dict[str, Any] = {"timing": {}, "artifacts": {"dir": str(workdir)}}
-    if config.get("init"):  # pretrained / released weights (bench/run/checkpoints.py)
+    if cell.init is not None:  # pretrained / released weights (bench/run/checkpoints.py)
         from bench.run.checkpoints import apply_init
 
-        result["init"] = apply_init(config, model)
+        result["init"] = apply_init(cell, model)
     result["env"] = fingerprint(str(device), torch.get_num_threads(),
-                                "amp" if train["amp"] and device.type == "cuda" else "fp32")
-    stages = config["stages"]
+                                "amp" if train.amp and device.type == "cuda" else "fp32")
+    stages = cell.stages
     if "train" in stages:
         start = time.perf_counter()
-        trained = train_cell(config, model, info, workdir, device, on_validation, progress)
+        trained = train_cell(cell, model, info, workdir, device, on_validation, progress)
         result["timing"]["train_s"] = time.perf_counter() - start
         result["history"] = trained["history"]
         result["iterations"] = trained["iterations"]
@@ -396,17 +397,16 @@ def run_cell(config: dict, workdir: Path, on_validation=None,
         result["artifacts"]["checkpoint"] = str(workdir / "checkpoint.pt")
     if "eval" in stages:
         start = time.perf_counter()
-        result["metrics"] = evaluate_cell(config, model, info, device, progress)
+        result["metrics"] = evaluate_cell(cell, model, info, device, progress)
         if distributed.is_main():
-            tracking.log_test_metrics(config, workdir, result["metrics"],
+            tracking.log_test_metrics(cell, workdir, result["metrics"],
                                       result.get("iterations", 0))
         result["timing"]["eval_s"] = time.perf_counter() - start
     if "profile" in stages and distributed.is_main():  # latency of one process, alone
         start = time.perf_counter()
-        spec = ProfileSpec.model_validate(config["profile"])
         try:
-            result["profile"] = profile_model(model, example_inputs(config, info, device), spec,
-                                              device)
+            result["profile"] = profile_model(model, example_inputs(cell, info, device),
+                                              cell.profile, device)
         except ProfileError as exc:  # keep the metrics; the store records the cell as failed
             result["profile"] = exc.result
             result["error"] = f"profile: {exc}"

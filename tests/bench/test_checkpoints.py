@@ -93,13 +93,15 @@ def test_released_sigma_tiny_checkpoint_evaluated_by_an_eval_only_suite(official
 
 
 def test_backbone_init_puts_the_vmamba_checkpoint_into_sigma_tiny(official, tmp_path):
-    from bench.config.schema import resolve_init
+    from bench.config.schema import CellConfig, EvalSpec, ProfileSpec, TrainSpec, resolve_init
     from bench.run.checkpoints import apply_init
 
     state = random_state(official["vmamba_v0_tiny"], seed=7)
     torch.save({"model": state}, tmp_path / "vssmtiny_dp01_ckpt_epoch_292.pth")
-    config = {"stages": ["train", "eval"],
-              "init": resolve_init({"backbone": "vssmtiny_dp01_ckpt_epoch_292.pth"}, tmp_path)}
+    config = CellConfig(
+        model="sigma", size="tiny", fusion="sigma", dataset={"name": "mfnet"}, seed=0,
+        stages=["train", "eval"], train=TrainSpec(), eval=EvalSpec(), profile=ProfileSpec(),
+        init=resolve_init({"backbone": "vssmtiny_dp01_ckpt_epoch_292.pth"}, tmp_path))
     model = models.create_model("sigma", size="tiny", num_classes=9)
     before = model.encoder_a.layers[2].blocks[5].op.x_proj_weight.detach().clone()
     report = apply_init(config, model)

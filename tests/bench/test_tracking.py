@@ -65,8 +65,11 @@ def test_no_tensorboard_writes_no_events(write_suite, tmp_path, monkeypatch):
 def test_a_resumed_writer_purges_the_steps_it_will_write_again(tmp_path):
     import torch
 
-    config = {"id": "abc", "model": "m", "size": "s", "fusion": "f", "seed": 0,
-              "dataset": {"name": "d"}, "train": {"batch_size": 2, "log_every": 2}}
+    from bench.config.schema import CellConfig, EvalSpec, ProfileSpec, TrainSpec
+
+    config = CellConfig(id="abc", model="m", size="s", fusion="f", seed=0, dataset={"name": "d"},
+                        stages=["train"], train=TrainSpec(batch_size=2, log_every=2),
+                        eval=EvalSpec(), profile=ProfileSpec())
     workdir = tmp_path / "runs" / "suite" / "cells" / "abc"
     first = Tracker(config, workdir, 0, torch.device("cpu"))
     for it in range(1, 7):   # killed after 6 steps; the checkpoint was at 4
