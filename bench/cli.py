@@ -74,7 +74,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
     p = sub.add_parser("list", help="list registered models, fusions, datasets or backends")
     p.add_argument("what", choices=["models", "fusions", "datasets", "backends"])
 
-
     p = sub.add_parser("search", help="Optuna search over a suite's search: block")
     _add_suite_args(p)
     _add_store_args(p)
